@@ -3,4 +3,13 @@
 //! Layout (see ARCHITECTURE.md): `domain` (pure value types) ← `db` (the only SQL) ← `api` (REST, actix-web);
 //! `auth` (JWT); `config` and `cli` wire processes together.
 
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
 pub mod domain;
+pub mod metrics;
+pub mod provisioning;
+pub mod snapshot;
+pub mod tftp;

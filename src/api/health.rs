@@ -1,0 +1,52 @@
+//! `/healthz`, `/readyz` and `/metrics`.
+
+use actix_web::{get, web, HttpResponse};
+
+use super::{ApiError, AppState};
+
+/// Process alive.
+#[utoipa::path(tag = "health", responses((status = 200, description = "alive", body = String)))]
+#[get("/healthz")]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+/// Ready: the database answers.
+#[utoipa::path(tag = "health", responses(
+    (status = 200, description = "ready", body = String),
+    (status = 503, description = "the database is unreachable", body = super::Problem, content_type = "application/problem+json")
+))]
+#[get("/readyz")]
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    crate::db::ping(&state.pool).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain")
+        .body("ready\n"))
+}
+
+/// Prometheus metrics.
+#[utoipa::path(tag = "health", responses((status = 200, description = "Prometheus text format", body = String)))]
+#[get("/metrics")]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let mut out = String::new();
+    state.metrics.render(&mut out);
+    let status = state.pool.status();
+    out.push_str("# HELP dialtone_db_pool_connections Database pool connections by state.\n");
+    out.push_str("# TYPE dialtone_db_pool_connections gauge\n");
+    let in_use = status.size.saturating_sub(status.available);
+    out.push_str(&format!(
+        "dialtone_db_pool_connections{{state=\"in_use\"}} {in_use}\n"
+    ));
+    out.push_str(&format!(
+        "dialtone_db_pool_connections{{state=\"idle\"}} {}\n",
+        status.available
+    ));
+    out.push_str(&format!(
+        "dialtone_db_pool_connections{{state=\"max\"}} {}\n",
+        status.max_size
+    ));
+    out.push_str(&format!("dialtone_db_pool_waiting {}\n", status.waiting));
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(out)
+}

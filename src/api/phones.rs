@@ -1,0 +1,436 @@
+//! `/v1/tenants/{tenant}/phones`: create (POST), create-or-replace (PUT), read, merge (PATCH), delete, list.
+
+use actix_web::http::header;
+use actix_web::{delete, get, patch, post, put, web, HttpRequest, HttpResponse};
+use deadpool_postgres::GenericClient;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::extract::{check_if_match, json_body, PageParams};
+use super::tenants::{actor, load_tenant, with_etag};
+use super::{ApiError, AppState, Problem};
+use crate::auth::{Access, Principal};
+use crate::db::{self, phones::Phone, phones::PhoneFilter};
+use crate::domain::settings::merge_patch;
+use crate::domain::{FieldError, MacAddress, Model, PhoneSpec, PhoneSpecInput};
+
+pub(super) fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.service(create_phone)
+        .service(put_phone)
+        .service(list_phones)
+        .service(get_phone)
+        .service(patch_phone)
+        .service(delete_phone);
+}
+
+/// A page of phones.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PhonePage {
+    /// Phones, by MAC.
+    pub items: Vec<Phone>,
+    /// Cursor of the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// Filters of `GET /v1/tenants/{tenant}/phones`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PhoneQuery {
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<i64>,
+    /// Opaque cursor from a previous page.
+    pub cursor: Option<String>,
+    /// Only this model (`7960`).
+    pub model: Option<String>,
+    /// Only enabled (true) or disabled (false) phones.
+    pub enabled: Option<bool>,
+    /// Case-insensitive text in the label or a line number.
+    pub q: Option<String>,
+}
+
+/// Body of `POST /v1/tenants/{tenant}/phones`: the phone with its MAC (documentation only; the handler
+/// reads `mac` and parses the rest as [`PhoneSpecInput`]).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct CreatePhone {
+    /// MAC in any usual notation.
+    #[schema(example = "00:04:f2:a1:b2:c3")]
+    pub mac: String,
+    /// The rest of the phone, as for PUT.
+    #[serde(flatten)]
+    pub phone: PhoneSpecInput,
+}
+
+fn parse_mac(s: &str) -> Result<MacAddress, ApiError> {
+    s.parse()
+        .map_err(|e: crate::domain::ParseMacError| ApiError::invalid("mac", e.to_string()))
+}
+
+fn parse_spec(input: PhoneSpecInput) -> Result<PhoneSpec, ApiError> {
+    PhoneSpec::parse(input).map_err(ApiError::Invalid)
+}
+
+async fn read_back(
+    c: &impl GenericClient,
+    tenant: Uuid,
+    mac: &MacAddress,
+) -> Result<Phone, ApiError> {
+    db::phones::find(c, tenant, mac)
+        .await?
+        .ok_or_else(|| ApiError::Internal("phone vanished inside its transaction".into()))
+}
+
+fn other_tenant() -> ApiError {
+    ApiError::Conflict("this MAC is registered to another tenant".into())
+}
+
+/// Create a phone; 409 if the MAC exists in this or any other tenant.
+#[utoipa::path(tag = "phones", params(("tenant" = String, Path, description = "tenant slug")), request_body = CreatePhone, security(("bearer" = [])), responses(
+    (status = 201, description = "created", body = Phone),
+    (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "no such tenant", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "the MAC exists", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "invalid values", body = Problem, content_type = "application/problem+json")
+))]
+#[post("/tenants/{tenant}/phones")]
+pub async fn create_phone(
+    state: web::Data<AppState>,
+    p: Principal,
+    path: web::Path<String>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    if !p.may(&path, Access::Write) {
+        return Err(ApiError::Forbidden);
+    }
+    let mut value: serde_json::Value = json_body(&req, &body)?;
+    let mac = match value.as_object_mut().and_then(|o| o.remove("mac")) {
+        Some(serde_json::Value::String(s)) => parse_mac(&s)?,
+        _ => {
+            return Err(ApiError::invalid(
+                "mac",
+                "required: the phone's MAC address",
+            ))
+        }
+    };
+    let input: PhoneSpecInput = serde_path_to_error::deserialize(value).map_err(|e| {
+        ApiError::Invalid(vec![FieldError::new(
+            e.path().to_string(),
+            e.into_inner().to_string(),
+        )])
+    })?;
+    let spec = parse_spec(input)?;
+    let mut client = state.pool.get().await.map_err(db::DbError::from)?;
+    let tx = client.transaction().await.map_err(db::DbError::from)?;
+    let tenant = load_tenant(&tx, &p, &path, Access::Write, false).await?;
+    if !db::phones::insert(&tx, tenant.id, &mac, &spec).await? {
+        return Err(match db::phones::lock_owner(&tx, &mac).await? {
+            Some((owner, _)) if owner == tenant.id => {
+                ApiError::Conflict(format!("phone {mac} already exists; use PUT to replace it"))
+            }
+            _ => other_tenant(),
+        });
+    }
+    db::audit::record(
+        &tx,
+        &actor(&p),
+        Some((tenant.id, tenant.slug.as_str())),
+        "phone.create",
+        &mac.to_string(),
+        json!({ "model": spec.model }),
+    )
+    .await?;
+    let phone = read_back(&tx, tenant.id, &mac).await?;
+    tx.commit().await.map_err(db::DbError::from)?;
+    let resp = HttpResponse::Created()
+        .insert_header((
+            header::LOCATION,
+            format!("/v1/tenants/{}/phones/{mac}", tenant.slug),
+        ))
+        .json(&phone);
+    Ok(with_etag(resp, phone.revision))
+}
+
+/// Create or replace a phone (idempotent). 201 when created, 200 when replaced; 409 if another tenant owns
+/// the MAC. A line sent without `password` keeps the password stored for that line position.
+#[utoipa::path(tag = "phones", params(("tenant" = String, Path, description = "tenant slug"), ("mac" = String, Path, description = "MAC in any usual notation")), request_body = PhoneSpecInput, security(("bearer" = [])), responses(
+    (status = 200, description = "replaced", body = Phone),
+    (status = 201, description = "created", body = Phone),
+    (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "no such tenant", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "another tenant owns the MAC", body = Problem, content_type = "application/problem+json"),
+    (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "invalid values", body = Problem, content_type = "application/problem+json")
+))]
+#[put("/tenants/{tenant}/phones/{mac}")]
+pub async fn put_phone(
+    state: web::Data<AppState>,
+    p: Principal,
+    path: web::Path<(String, String)>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let (slug, mac) = path.into_inner();
+    if !p.may(&slug, Access::Write) {
+        return Err(ApiError::Forbidden);
+    }
+    let mac = parse_mac(&mac)?;
+    let spec = parse_spec(json_body(&req, &body)?)?;
+    let mut client = state.pool.get().await.map_err(db::DbError::from)?;
+    let tx = client.transaction().await.map_err(db::DbError::from)?;
+    let tenant = load_tenant(&tx, &p, &slug, Access::Write, false).await?;
+    let mut owner = db::phones::lock_owner(&tx, &mac).await?;
+    if owner.is_none() {
+        check_if_match(&req, None)?;
+        if db::phones::insert(&tx, tenant.id, &mac, &spec).await? {
+            db::audit::record(
+                &tx,
+                &actor(&p),
+                Some((tenant.id, tenant.slug.as_str())),
+                "phone.create",
+                &mac.to_string(),
+                json!({ "model": spec.model }),
+            )
+            .await?;
+            let phone = read_back(&tx, tenant.id, &mac).await?;
+            tx.commit().await.map_err(db::DbError::from)?;
+            return Ok(with_etag(
+                HttpResponse::Created().json(&phone),
+                phone.revision,
+            ));
+        }
+        // Another request inserted the MAC between our look and our insert: decide on its row.
+        owner = db::phones::lock_owner(&tx, &mac).await?;
+    }
+    let Some((owner_id, revision)) = owner else {
+        return Err(ApiError::Conflict(
+            "the phone changed concurrently; retry".into(),
+        ));
+    };
+    if owner_id != tenant.id {
+        return Err(other_tenant());
+    }
+    check_if_match(&req, Some(revision))?;
+    db::phones::replace(&tx, &mac, &spec).await?;
+    db::audit::record(
+        &tx,
+        &actor(&p),
+        Some((tenant.id, tenant.slug.as_str())),
+        "phone.replace",
+        &mac.to_string(),
+        json!({ "model": spec.model }),
+    )
+    .await?;
+    let phone = read_back(&tx, tenant.id, &mac).await?;
+    tx.commit().await.map_err(db::DbError::from)?;
+    Ok(with_etag(HttpResponse::Ok().json(&phone), phone.revision))
+}
+
+/// Read a phone.
+#[utoipa::path(tag = "phones", params(("tenant" = String, Path, description = "tenant slug"), ("mac" = String, Path, description = "MAC in any usual notation")), security(("bearer" = [])), responses(
+    (status = 200, description = "the phone", body = Phone),
+    (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "no such tenant or phone", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "not a MAC address", body = Problem, content_type = "application/problem+json")
+))]
+#[get("/tenants/{tenant}/phones/{mac}")]
+pub async fn get_phone(
+    state: web::Data<AppState>,
+    p: Principal,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (slug, mac) = path.into_inner();
+    if !p.may(&slug, Access::Read) {
+        return Err(ApiError::Forbidden);
+    }
+    let mac = parse_mac(&mac)?;
+    let client = state.pool.get().await.map_err(db::DbError::from)?;
+    let tenant = load_tenant(&client, &p, &slug, Access::Read, false).await?;
+    let phone = db::phones::find(&client, tenant.id, &mac)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such phone in this tenant".into()))?;
+    Ok(with_etag(HttpResponse::Ok().json(&phone), phone.revision))
+}
+
+/// Change part of a phone: an RFC 7396 merge patch over its PUT representation (`lines` replaces the whole
+/// list; `settings` merges key by key).
+#[utoipa::path(tag = "phones", params(("tenant" = String, Path, description = "tenant slug"), ("mac" = String, Path, description = "MAC in any usual notation")), request_body(content = Object, description = "merge patch over the phone's PUT body"), security(("bearer" = [])), responses(
+    (status = 200, description = "the changed phone", body = Phone),
+    (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "no such tenant or phone", body = Problem, content_type = "application/problem+json"),
+    (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "invalid values", body = Problem, content_type = "application/problem+json")
+))]
+#[patch("/tenants/{tenant}/phones/{mac}")]
+pub async fn patch_phone(
+    state: web::Data<AppState>,
+    p: Principal,
+    path: web::Path<(String, String)>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let (slug, mac) = path.into_inner();
+    if !p.may(&slug, Access::Write) {
+        return Err(ApiError::Forbidden);
+    }
+    let mac = parse_mac(&mac)?;
+    let patch: serde_json::Value = json_body(&req, &body)?;
+    if !patch.is_object() {
+        return Err(ApiError::invalid("", "a merge patch must be a JSON object"));
+    }
+    let mut client = state.pool.get().await.map_err(db::DbError::from)?;
+    let tx = client.transaction().await.map_err(db::DbError::from)?;
+    let tenant = load_tenant(&tx, &p, &slug, Access::Write, false).await?;
+    match db::phones::lock_owner(&tx, &mac).await? {
+        Some((owner, _)) if owner == tenant.id => {}
+        _ => return Err(ApiError::NotFound("no such phone in this tenant".into())),
+    }
+    let current = read_back(&tx, tenant.id, &mac).await?;
+    check_if_match(&req, Some(current.revision))?;
+    let mut doc = json!({
+        "model": current.model,
+        "label": current.label,
+        "description": current.description,
+        "enabled": current.enabled,
+        "lines": current.lines.iter().map(|l| json!({
+            "number": l.number, "auth_name": l.auth_name, "display_name": l.display_name, "short_label": l.short_label,
+        })).collect::<Vec<_>>(),
+        "settings": current.settings.to_json(),
+    });
+    // Stored lines have no `null` members to keep: drop them so they read as absent.
+    if let Some(lines) = doc["lines"].as_array_mut() {
+        for l in lines {
+            if let Some(o) = l.as_object_mut() {
+                o.retain(|_, v| !v.is_null());
+            }
+        }
+    }
+    merge_patch(&mut doc, &patch);
+    let input: PhoneSpecInput = serde_path_to_error::deserialize(doc).map_err(|e| {
+        ApiError::Invalid(vec![FieldError::new(
+            e.path().to_string(),
+            e.into_inner().to_string(),
+        )])
+    })?;
+    let spec = parse_spec(input)?;
+    db::phones::replace(&tx, &mac, &spec).await?;
+    let fields: Vec<String> = patch
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    db::audit::record(
+        &tx,
+        &actor(&p),
+        Some((tenant.id, tenant.slug.as_str())),
+        "phone.update",
+        &mac.to_string(),
+        json!({ "fields": fields }),
+    )
+    .await?;
+    let phone = read_back(&tx, tenant.id, &mac).await?;
+    tx.commit().await.map_err(db::DbError::from)?;
+    Ok(with_etag(HttpResponse::Ok().json(&phone), phone.revision))
+}
+
+/// Delete a phone.
+#[utoipa::path(tag = "phones", params(("tenant" = String, Path, description = "tenant slug"), ("mac" = String, Path, description = "MAC in any usual notation")), security(("bearer" = [])), responses(
+    (status = 204, description = "deleted"),
+    (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "no such tenant or phone", body = Problem, content_type = "application/problem+json"),
+    (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "not a MAC address", body = Problem, content_type = "application/problem+json")
+))]
+#[delete("/tenants/{tenant}/phones/{mac}")]
+pub async fn delete_phone(
+    state: web::Data<AppState>,
+    p: Principal,
+    path: web::Path<(String, String)>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let (slug, mac) = path.into_inner();
+    if !p.may(&slug, Access::Write) {
+        return Err(ApiError::Forbidden);
+    }
+    let mac = parse_mac(&mac)?;
+    let mut client = state.pool.get().await.map_err(db::DbError::from)?;
+    let tx = client.transaction().await.map_err(db::DbError::from)?;
+    let tenant = load_tenant(&tx, &p, &slug, Access::Write, false).await?;
+    let revision = match db::phones::lock_owner(&tx, &mac).await? {
+        Some((owner, revision)) if owner == tenant.id => revision,
+        _ => return Err(ApiError::NotFound("no such phone in this tenant".into())),
+    };
+    check_if_match(&req, Some(revision))?;
+    db::phones::delete(&tx, &mac).await?;
+    db::audit::record(
+        &tx,
+        &actor(&p),
+        Some((tenant.id, tenant.slug.as_str())),
+        "phone.delete",
+        &mac.to_string(),
+        json!({}),
+    )
+    .await?;
+    tx.commit().await.map_err(db::DbError::from)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// List a tenant's phones, filtered by model, enabled and text.
+#[utoipa::path(tag = "phones", params(("tenant" = String, Path, description = "tenant slug"), PhoneQuery), security(("bearer" = [])), responses(
+    (status = 200, description = "a page of phones", body = PhonePage),
+    (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "no such tenant", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "bad filter, limit or cursor", body = Problem, content_type = "application/problem+json")
+))]
+#[get("/tenants/{tenant}/phones")]
+pub async fn list_phones(
+    state: web::Data<AppState>,
+    p: Principal,
+    path: web::Path<String>,
+    q: web::Query<PhoneQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = q.into_inner();
+    let page = PageParams {
+        limit: q.limit,
+        cursor: q.cursor,
+    };
+    let limit = page.limit()?;
+    let after = page.after()?;
+    let model = match &q.model {
+        None => None,
+        Some(m) => Some(
+            m.parse::<Model>()
+                .map_err(|e| ApiError::invalid("model", e.to_string()))?
+                .as_str()
+                .to_owned(),
+        ),
+    };
+    if q.q.as_ref().is_some_and(|s| s.chars().count() > 64) {
+        return Err(ApiError::invalid("q", "at most 64 characters"));
+    }
+    let client = state.pool.get().await.map_err(db::DbError::from)?;
+    let tenant = load_tenant(&client, &p, &path, Access::Read, false).await?;
+    let filter = PhoneFilter {
+        model,
+        enabled: q.enabled,
+        search: q.q,
+    };
+    let mut items =
+        db::phones::list(&client, tenant.id, &filter, after.as_deref(), limit + 1).await?;
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items
+            .last()
+            .map(|ph| db::encode_cursor(&ph.mac.to_string()))
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(PhonePage { items, next_cursor }))
+}

@@ -1,0 +1,255 @@
+//! `Config`: every setting with its default, loaded as defaults < TOML file (`--config`) < `DIALTONE_*`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// A secret string: never printed by `Debug` or `Display`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// The secret itself; call only where it is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A public key that verifies tokens minted elsewhere (a portal's identity provider).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PublicKeyConfig {
+    /// `EdDSA`, `ES256` or `RS256`.
+    pub algorithm: String,
+    /// Path of the PEM file.
+    pub pem_file: PathBuf,
+    /// Optional key id (`kid` header) this key answers to.
+    #[serde(default)]
+    pub kid: Option<String>,
+}
+
+/// All settings. See the README's configuration table for each one's meaning.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// PostgreSQL URL; none means "start a private cluster under `data_dir`" (serve only).
+    pub database_url: Option<Secret>,
+    /// Where dialtone keeps its private PostgreSQL and generated secrets.
+    pub data_dir: PathBuf,
+    /// REST API listener.
+    pub api_listen: SocketAddr,
+    /// TFTP listener.
+    pub tftp_listen: SocketAddr,
+    /// HTTP file listener (port 6970).
+    pub http_listen: SocketAddr,
+    /// HS256 secret; when unset, `serve` and `token` use (or create) `data_dir/jwt-secret`.
+    pub jwt_secret: Option<Secret>,
+    /// Required `aud` claim.
+    pub jwt_audience: String,
+    /// Public keys for EdDSA/ES256/RS256 tokens.
+    pub jwt_public_keys: Vec<PublicKeyConfig>,
+    /// Database pool size per process.
+    pub db_pool_size: usize,
+    /// Largest accepted JSON body, bytes.
+    pub max_json_body: usize,
+    /// Log filter (`info`, `dialtone=debug`, …).
+    pub log: String,
+    /// Worker threads of the HTTP API (0 = one per core).
+    pub api_workers: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database_url: None,
+            data_dir: PathBuf::from("dialtone-data"),
+            api_listen: "0.0.0.0:8080".parse().expect("valid"),
+            tftp_listen: "0.0.0.0:69".parse().expect("valid"),
+            http_listen: "0.0.0.0:6970".parse().expect("valid"),
+            jwt_secret: None,
+            jwt_audience: "dialtone".into(),
+            jwt_public_keys: Vec::new(),
+            db_pool_size: 16,
+            max_json_body: 64 * 1024 * 1024,
+            log: "info".into(),
+            api_workers: 0,
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then the TOML file if given, then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(|k| std::env::var(k).ok())?;
+        Ok(config)
+    }
+
+    /// Applies `DIALTONE_*` variables read through `get`.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        fn parse<T: std::str::FromStr>(key: &str, v: String) -> anyhow::Result<T> {
+            match v.parse() {
+                Ok(x) => Ok(x),
+                // Never echo the value: the variable may hold a secret.
+                Err(_) => bail!("environment variable {key} has an invalid value"),
+            }
+        }
+        let get = |k: &str| get(k).filter(|v| !v.is_empty());
+        if let Some(v) = get("DIALTONE_DATABASE_URL") {
+            self.database_url = Some(Secret::new(v));
+        }
+        if let Some(v) = get("DIALTONE_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("DIALTONE_API_LISTEN") {
+            self.api_listen = parse("DIALTONE_API_LISTEN", v)?;
+        }
+        if let Some(v) = get("DIALTONE_TFTP_LISTEN") {
+            self.tftp_listen = parse("DIALTONE_TFTP_LISTEN", v)?;
+        }
+        if let Some(v) = get("DIALTONE_HTTP_LISTEN") {
+            self.http_listen = parse("DIALTONE_HTTP_LISTEN", v)?;
+        }
+        if let Some(v) = get("DIALTONE_JWT_SECRET") {
+            self.jwt_secret = Some(Secret::new(v));
+        }
+        if let Some(v) = get("DIALTONE_JWT_AUDIENCE") {
+            self.jwt_audience = v;
+        }
+        if let Some(v) = get("DIALTONE_DB_POOL_SIZE") {
+            self.db_pool_size = parse("DIALTONE_DB_POOL_SIZE", v)?;
+        }
+        if let Some(v) = get("DIALTONE_MAX_JSON_BODY") {
+            self.max_json_body = parse("DIALTONE_MAX_JSON_BODY", v)?;
+        }
+        if let Some(v) = get("DIALTONE_LOG") {
+            self.log = v;
+        }
+        if let Some(v) = get("DIALTONE_API_WORKERS") {
+            self.api_workers = parse("DIALTONE_API_WORKERS", v)?;
+        }
+        Ok(())
+    }
+
+    /// The HS256 secret: configured, or read from (and on first use written to) `data_dir/jwt-secret`.
+    pub fn jwt_secret_or_generate(&self) -> anyhow::Result<Secret> {
+        if let Some(s) = &self.jwt_secret {
+            return Ok(s.clone());
+        }
+        let path = self.data_dir.join("jwt-secret");
+        if let Ok(s) = std::fs::read_to_string(&path) {
+            let s = s.trim();
+            if s.len() >= 32 {
+                return Ok(Secret::new(s));
+            }
+        }
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("creating {}", self.data_dir.display()))?;
+        let mut bytes = [0u8; 32];
+        for chunk in bytes.chunks_mut(16) {
+            chunk.copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        }
+        let secret = hex::encode(bytes);
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        f.write_all(secret.as_bytes())?;
+        Ok(Secret::new(secret))
+    }
+}
+
+/// Parses durations such as `90s`, `15m`, `24h`, `7d`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+    let n: u64 = num.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86400)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_and_defaults() {
+        let mut c: Config =
+            toml::from_str("api_listen = \"127.0.0.1:9000\"\nlog = \"debug\"").unwrap();
+        assert_eq!(c.api_listen.port(), 9000);
+        c.apply_env(|k| (k == "DIALTONE_API_LISTEN").then(|| "127.0.0.1:0".to_string()))
+            .unwrap();
+        assert_eq!(c.api_listen.port(), 0);
+        assert_eq!(c.log, "debug");
+        assert_eq!(c.http_listen.port(), 6970);
+    }
+
+    #[test]
+    fn bad_env_values_are_named_but_not_echoed() {
+        let mut c = Config::default();
+        let err = c
+            .apply_env(|k| (k == "DIALTONE_DB_POOL_SIZE").then(|| "lots-secret".to_string()))
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("DIALTONE_DB_POOL_SIZE") && !msg.contains("lots-secret"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        assert!(toml::from_str::<Config>("api_lisen = \"127.0.0.1:9000\"").is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let c = Config {
+            jwt_secret: Some(Secret::new("topsecret")),
+            database_url: Some(Secret::new("postgres://u:pw@h/db")),
+            ..Config::default()
+        };
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("topsecret") && !dbg.contains("pw@h"), "{dbg}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("h"), None);
+        assert_eq!(parse_duration("5y"), None);
+    }
+}

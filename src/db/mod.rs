@@ -1,0 +1,144 @@
+//! The database layer: the only place with SQL. Pools, errors, migrations, and one file per aggregate.
+
+pub mod audit;
+pub mod cluster;
+pub mod migrate;
+pub mod networks;
+pub mod phones;
+pub mod tenants;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+pub use deadpool_postgres::Pool;
+
+/// What can go wrong in the database layer, in terms the API maps to statuses.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// A constraint refused the write (unique, exclusion, foreign key, check).
+    #[error("constraint {constraint} violated")]
+    Constraint {
+        /// The constraint's name.
+        constraint: String,
+    },
+    /// Two transactions collided (deadlock or serialization failure); the other one won.
+    #[error("concurrent change")]
+    Concurrent,
+    /// The database cannot be reached or the pool timed out.
+    #[error("database unavailable")]
+    Unavailable(String),
+    /// A migration problem.
+    #[error("migration: {0}")]
+    Migration(String),
+    /// Anything else: a bug or an unexpected state.
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+impl From<tokio_postgres::Error> for DbError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if let Some(db) = e.as_db_error() {
+            let code = db.code();
+            if *code == SqlState::UNIQUE_VIOLATION
+                || *code == SqlState::EXCLUSION_VIOLATION
+                || *code == SqlState::FOREIGN_KEY_VIOLATION
+                || *code == SqlState::CHECK_VIOLATION
+            {
+                return DbError::Constraint {
+                    constraint: db.constraint().unwrap_or("unknown").to_owned(),
+                };
+            }
+            if *code == SqlState::T_R_DEADLOCK_DETECTED
+                || *code == SqlState::T_R_SERIALIZATION_FAILURE
+            {
+                return DbError::Concurrent;
+            }
+            if code.code().starts_with("08")
+                || code.code().starts_with("57P")
+                || *code == SqlState::TOO_MANY_CONNECTIONS
+            {
+                return DbError::Unavailable(db.message().to_owned());
+            }
+            return DbError::Other(format!("{}: {}", code.code(), db.message()));
+        }
+        if e.is_closed() {
+            return DbError::Unavailable("connection closed".into());
+        }
+        // I/O errors (connection refused, reset) carry no database error.
+        DbError::Unavailable(e.to_string())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for DbError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => DbError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// Parses a database URL or libpq key=value string.
+pub fn parse_config(url: &str) -> Result<tokio_postgres::Config, DbError> {
+    tokio_postgres::Config::from_str(url)
+        .map_err(|_| DbError::Other("the database URL does not parse".into()))
+}
+
+/// Builds a connection pool (connections are made lazily; waits for a free one at most `wait`).
+pub fn pool(url: &str, max_size: usize) -> Result<Pool, DbError> {
+    let mut cfg = parse_config(url)?;
+    cfg.connect_timeout(Duration::from_secs(2));
+    cfg.application_name("dialtone");
+    let mgr = Manager::from_config(
+        cfg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(mgr)
+        .max_size(max_size)
+        .wait_timeout(Some(Duration::from_secs(2)))
+        .create_timeout(Some(Duration::from_secs(2)))
+        .recycle_timeout(Some(Duration::from_secs(2)))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|e| DbError::Other(e.to_string()))
+}
+
+/// Connects once (no pool) and applies the migrations.
+pub async fn migrate(url: &str) -> Result<usize, DbError> {
+    let cfg = parse_config(url)?;
+    let (mut client, conn) = cfg.connect(NoTls).await?;
+    let task = tokio::spawn(conn);
+    let result = migrate::run(&mut client).await;
+    drop(client);
+    let _ = task.await;
+    result
+}
+
+/// Runs `SELECT 1` to check that the database answers.
+pub async fn ping(pool: &Pool) -> Result<(), DbError> {
+    let client = pool.get().await?;
+    client.query_one("SELECT 1", &[]).await?;
+    Ok(())
+}
+
+/// An opaque pagination cursor: the last key of the previous page, base64url-encoded.
+pub fn encode_cursor(key: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.as_bytes())
+}
+
+/// Decodes a cursor made by [`encode_cursor`]; `None` when it is not one.
+pub fn decode_cursor(cursor: &str) -> Option<String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()?;
+    String::from_utf8(bytes).ok()
+}

@@ -1,0 +1,287 @@
+//! Phones and their lines: create, replace, find, list with filters, delete.
+
+use std::collections::HashMap;
+
+use deadpool_postgres::GenericClient;
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::DbError;
+use crate::domain::{MacAddress, PhoneSpec, Settings};
+
+/// A line as the API shows it: the password never, only whether one is set.
+#[derive(Clone, Debug, Serialize, ToSchema, PartialEq)]
+pub struct LineOut {
+    /// Line key position, from 1.
+    pub position: i16,
+    /// SIP user / extension.
+    pub number: String,
+    /// Digest user name.
+    pub auth_name: String,
+    /// Whether a password is stored (the password itself is write-only).
+    pub password_set: bool,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// Short label beside the key.
+    pub short_label: Option<String>,
+}
+
+/// A stored phone.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Phone {
+    /// MAC address, upper-case without separators.
+    #[schema(value_type = String, example = "0004F2A1B2C3")]
+    pub mac: MacAddress,
+    /// Identifier.
+    pub id: Uuid,
+    /// Model number.
+    pub model: String,
+    /// Label.
+    pub label: String,
+    /// Description.
+    pub description: String,
+    /// Whether it is provisioned.
+    pub enabled: bool,
+    /// Lines in key order.
+    pub lines: Vec<LineOut>,
+    /// Per-phone overrides.
+    pub settings: Settings,
+    /// Creation time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Last change.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// Change sequence number (the ETag).
+    #[serde(skip)]
+    pub revision: i64,
+}
+
+/// Filters for listing phones.
+#[derive(Clone, Debug, Default)]
+pub struct PhoneFilter {
+    /// Only this model.
+    pub model: Option<String>,
+    /// Only enabled / disabled phones.
+    pub enabled: Option<bool>,
+    /// Case-insensitive substring of the label or a line number.
+    pub search: Option<String>,
+}
+
+const COLUMNS: &str = "p.mac, p.id, p.model, p.label, p.description, p.enabled, p.settings, p.created_at, p.updated_at, p.revision";
+
+fn from_row(r: &Row, lines: Vec<LineOut>) -> Phone {
+    let mac: String = r.get(0);
+    Phone {
+        mac: MacAddress::from_bare_hex(&mac).unwrap_or_else(|| MacAddress::from_octets([0; 6])),
+        id: r.get(1),
+        model: r.get(2),
+        label: r.get(3),
+        description: r.get(4),
+        enabled: r.get(5),
+        lines,
+        settings: Settings::from_json(r.get(6)).unwrap_or_default(),
+        created_at: r.get(7),
+        updated_at: r.get(8),
+        revision: r.get(9),
+    }
+}
+
+async fn lines_of(
+    c: &impl GenericClient,
+    macs: &[String],
+) -> Result<HashMap<String, Vec<LineOut>>, DbError> {
+    let rows = c
+        .query(
+            "SELECT phone_mac, position, number, auth_name, password IS NOT NULL, display_name, short_label
+             FROM phone_lines WHERE phone_mac = ANY($1) ORDER BY phone_mac, position",
+            &[&macs],
+        )
+        .await?;
+    let mut out: HashMap<String, Vec<LineOut>> = HashMap::new();
+    for r in rows {
+        out.entry(r.get(0)).or_default().push(LineOut {
+            position: r.get(1),
+            number: r.get(2),
+            auth_name: r.get(3),
+            password_set: r.get(4),
+            display_name: r.get(5),
+            short_label: r.get(6),
+        });
+    }
+    Ok(out)
+}
+
+/// The owner and revision of a MAC, locking the row until the transaction ends.
+pub async fn lock_owner(
+    c: &impl GenericClient,
+    mac: &MacAddress,
+) -> Result<Option<(Uuid, i64)>, DbError> {
+    let row = c
+        .query_opt(
+            "SELECT tenant_id, revision FROM phones WHERE mac = $1 FOR UPDATE",
+            &[&mac.to_string()],
+        )
+        .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
+/// Inserts a phone if its MAC is free; `false` when someone else took it first.
+pub async fn insert(
+    c: &impl GenericClient,
+    tenant: Uuid,
+    mac: &MacAddress,
+    spec: &PhoneSpec,
+) -> Result<bool, DbError> {
+    let n = c
+        .execute(
+            "INSERT INTO phones (mac, id, tenant_id, model, label, description, enabled, settings)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (mac) DO NOTHING",
+            &[
+                &mac.to_string(),
+                &Uuid::new_v4(),
+                &tenant,
+                &spec.model.as_str(),
+                &spec.label,
+                &spec.description,
+                &spec.enabled,
+                &spec.settings.to_json(),
+            ],
+        )
+        .await?;
+    if n == 1 {
+        write_lines(c, mac, spec).await?;
+    }
+    Ok(n == 1)
+}
+
+/// Overwrites a phone's fields and lines. A line given without a password keeps the password stored for
+/// the same position.
+pub async fn replace(
+    c: &impl GenericClient,
+    mac: &MacAddress,
+    spec: &PhoneSpec,
+) -> Result<(), DbError> {
+    c.execute(
+        "UPDATE phones SET model = $2, label = $3, description = $4, enabled = $5, settings = $6, updated_at = now()
+         WHERE mac = $1",
+        &[&mac.to_string(), &spec.model.as_str(), &spec.label, &spec.description, &spec.enabled, &spec.settings.to_json()],
+    )
+    .await?;
+    write_lines(c, mac, spec).await
+}
+
+async fn write_lines(
+    c: &impl GenericClient,
+    mac: &MacAddress,
+    spec: &PhoneSpec,
+) -> Result<(), DbError> {
+    let mac = mac.to_string();
+    let old: HashMap<i16, Option<String>> = c
+        .query(
+            "DELETE FROM phone_lines WHERE phone_mac = $1 RETURNING position, password",
+            &[&mac],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut positions = Vec::new();
+    let mut numbers = Vec::new();
+    let mut auth = Vec::new();
+    let mut passwords: Vec<Option<String>> = Vec::new();
+    let mut display = Vec::new();
+    let mut short = Vec::new();
+    for (i, l) in spec.lines.iter().enumerate() {
+        let pos = i as i16 + 1;
+        positions.push(pos);
+        numbers.push(l.number.clone());
+        auth.push(l.auth_name.clone());
+        passwords.push(
+            l.password
+                .clone()
+                .or_else(|| old.get(&pos).cloned().flatten()),
+        );
+        display.push(l.display_name.clone());
+        short.push(l.short_label.clone());
+    }
+    c.execute(
+        "INSERT INTO phone_lines (phone_mac, position, number, auth_name, password, display_name, short_label)
+         SELECT $1, * FROM unnest($2::smallint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])",
+        &[&mac, &positions, &numbers, &auth, &passwords, &display, &short],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Finds a tenant's phone.
+pub async fn find(
+    c: &impl GenericClient,
+    tenant: Uuid,
+    mac: &MacAddress,
+) -> Result<Option<Phone>, DbError> {
+    let row = c
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM phones p WHERE p.tenant_id = $1 AND p.mac = $2"),
+            &[&tenant, &mac.to_string()],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let mut lines = lines_of(c, &[mac.to_string()]).await?;
+    Ok(Some(from_row(
+        &row,
+        lines.remove(&mac.to_string()).unwrap_or_default(),
+    )))
+}
+
+/// Lists a tenant's phones by MAC after `after`, filtered.
+pub async fn list(
+    c: &impl GenericClient,
+    tenant: Uuid,
+    filter: &PhoneFilter,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Phone>, DbError> {
+    let search = filter.search.as_ref().map(|s| {
+        format!(
+            "%{}%",
+            s.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        )
+    });
+    let rows = c
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM phones p WHERE p.tenant_id = $1
+                   AND ($2::text IS NULL OR p.mac > $2)
+                   AND ($3::text IS NULL OR p.model = $3)
+                   AND ($4::boolean IS NULL OR p.enabled = $4)
+                   AND ($5::text IS NULL OR p.label ILIKE $5 OR EXISTS (
+                        SELECT 1 FROM phone_lines l WHERE l.phone_mac = p.mac AND l.number ILIKE $5))
+                 ORDER BY p.mac LIMIT $6"
+            ),
+            &[&tenant, &after, &filter.model, &filter.enabled, &search, &limit],
+        )
+        .await?;
+    let macs: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let mut lines = lines_of(c, &macs).await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let mac: String = r.get(0);
+            let l = lines.remove(&mac).unwrap_or_default();
+            from_row(r, l)
+        })
+        .collect())
+}
+
+/// Deletes a phone.
+pub async fn delete(c: &impl GenericClient, mac: &MacAddress) -> Result<(), DbError> {
+    c.execute("DELETE FROM phones WHERE mac = $1", &[&mac.to_string()])
+        .await?;
+    Ok(())
+}

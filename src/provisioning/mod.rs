@@ -1,0 +1,305 @@
+//! The pure provisioning core: (snapshot, source address, requested name) → bytes or a miss.
+//!
+//! No I/O, no clock, no async: the TFTP and HTTP :6970 front ends call [`provision`] on every request,
+//! the REST API calls [`preview_device`] / [`preview_tenant`] to show exactly what a phone would get.
+//!
+//! # Pipeline (SPEC §5.1)
+//!
+//! 1. Source address → tenant by longest prefix match ([`Snapshot::tenant_for`]); none → [`Miss::UnknownSource`]
+//!    (the wire stays silent).
+//! 2. Name normalisation ([`name::normalise`]); refused → [`Miss::BadName`].
+//! 3. Classification ([`name::classify`]). `CTLSEP<MAC>.tlv`, `ITLSEP<MAC>.tlv`, `ITLFile.tlv`, `*.sgn` →
+//!    [`Miss::KnownAbsent`] at once (before the tenant's `enabled` flag is even looked at). A disabled tenant
+//!    then gets [`Miss::TenantDisabled`] for everything.
+//! 4. Per-device names (`SIP<MAC>.cnf`, `SEP<MAC>.cnf.xml`, `SEP<MAC>.cnf`): no such phone →
+//!    [`Miss::UnknownDevice`] (feeds "discovered devices"); the phone belongs to another tenant →
+//!    [`Miss::OtherTenantsDevice`] (the front end must answer exactly as for [`Miss::NotFound`] and log a
+//!    security event); disabled → [`Miss::DeviceDisabled`]; a name its family does not use (`SIP<MAC>.cnf`
+//!    for a 7942, `SEP<MAC>.cnf`) → [`Miss::NotFound`].
+//! 5. Tenant-wide names: the canonical spelling is rendered; otherwise a stored file with exactly that name
+//!    wins over the case-insensitive rendered match, which wins over a case-insensitive stored file. When a
+//!    rendered file has nothing to say (no ring list, no `OS79XX.TXT` image), a stored file of that name is
+//!    served instead if there is one, else [`Miss::KnownAbsent`] (a configuration choice, never a miss).
+//! 6. Anything else is a stored file ([`Snapshot::file`]: tenant then global, exact then case-insensitive),
+//!    served byte for byte, or [`Miss::NotFound`].
+//!
+//! # Determinism and version stamps
+//!
+//! Rendering depends only on the snapshot, so the same snapshot gives the same bytes.
+//!
+//! * `versionStamp` in a full `SEP<MAC>.cnf.xml` is the first 8 hex digits of the SHA-256 of the file
+//!   without the stamp: it changes exactly when the file's content does.
+//! * `sync` (7940/7960) pairs `SIPDefault.cnf` with `syncinfo.xml`: a phone that gets `NOTIFY check-sync`
+//!   fetches `syncinfo.xml` and reboots when its `SYNC` differs from the `sync` it loaded at boot.
+//!   `syncinfo.xml` is requested without a MAC, so `SYNC` can only be tenant-wide; for the pair to mean
+//!   "this phone's configuration is outdated", `sync` must be tenant-wide too. dialtone therefore derives
+//!   one number per tenant: the first 31 bits (decimal) of a SHA-256 over everything a 7940/7960 of the
+//!   tenant reads at boot: `SIPDefault.cnf` without `sync`, `OS79XX.TXT`, `dialplan.xml`, `RINGLIST.DAT`,
+//!   and, for every enabled 7940/7960 phone of the tenant in MAC order, its `SIP<MAC>.cnf` and its loader
+//!   `SEP<MAC>.cnf.xml`. It is written as `sync` in `SIPDefault.cnf` only (not in `SIP<MAC>.cnf`, so a
+//!   phone's own file changes only when that phone's configuration does) and as `SYNC` in `syncinfo.xml`.
+//!   Consequence: after any 7940/7960-relevant change in a tenant, every 7940/7960 of that tenant that is
+//!   sent a check-sync reboots once. A tenant's extra `sip_cnf.sync` parameter replaces the computed value
+//!   in both files. The number is computed at most once per snapshot and tenant.
+//!
+//! # Content types
+//!
+//! `text/xml` for `.xml` names, `text/plain` for `.cnf`, `.txt`, `.dat` names, `application/octet-stream`
+//! for everything else (stored blobs).
+//!
+//! # Secrets
+//!
+//! SIP passwords appear only in the per-device files (`SIP<MAC>.cnf`, full `SEP<MAC>.cnf.xml`), never in a
+//! tenant-wide file.
+
+pub mod name;
+pub mod render;
+pub mod resolve;
+
+#[cfg(test)]
+mod checks;
+#[cfg(test)]
+mod golden_tests;
+#[cfg(test)]
+mod test_support;
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+
+use crate::domain::{Family, MacAddress};
+use crate::snapshot::Snapshot;
+
+pub use name::{BadName, Class, FileKind};
+pub use resolve::Resolved;
+
+use render::{dialplan, ringlist, sip79xx, syncinfo, xml_device};
+
+/// Names that phones ask for and that `boot-sequences.json` lists as rendered, which dialtone serves
+/// from the file store instead (upload them as tenant or global files): soft keys, feature policy and
+/// background image lists (`Desktops/<W>x<H>x<D>/List.xml`). They are matched on the last path component.
+pub const STORED_NOT_RENDERED: &[&str] = &["SoftKeys.xml", "FeaturePolicy.xml", "List.xml"];
+
+/// Whether a normalised name is one of [`STORED_NOT_RENDERED`].
+pub fn is_stored_not_rendered(name: &str) -> bool {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    STORED_NOT_RENDERED.contains(&last)
+}
+
+/// A file to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Served {
+    /// The content.
+    pub bytes: Bytes,
+    /// `text/xml`, `text/plain` or `application/octet-stream`.
+    pub content_type: &'static str,
+    /// The tenant the request was served for.
+    pub tenant: usize,
+    /// The phone, for per-device files.
+    pub phone: Option<MacAddress>,
+    /// What was served.
+    pub kind: FileKind,
+}
+
+/// Why nothing is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Miss {
+    /// The source address is in no tenant's network: send nothing (TFTP) or 404 (HTTP).
+    UnknownSource,
+    /// The name is refused (`..`, backslash, control bytes, empty, too long).
+    BadName,
+    /// Not found, and expected: CTL/ITL trust lists, `.sgn`, or a rendered file with nothing configured.
+    /// Never counts as a miss.
+    KnownAbsent,
+    /// No such file.
+    NotFound,
+    /// A per-device name whose MAC has no phone (a candidate for "discovered devices").
+    UnknownDevice(MacAddress),
+    /// A per-device name whose MAC belongs to another tenant: answer exactly as `NotFound`, log a
+    /// security event.
+    OtherTenantsDevice(MacAddress),
+    /// The phone is disabled.
+    DeviceDisabled,
+    /// The tenant is disabled.
+    TenantDisabled,
+}
+
+/// Serves `raw_name` to a request from `source`.
+pub fn provision(snap: &Snapshot, source: IpAddr, raw_name: &str) -> Result<Served, Miss> {
+    let tenant = snap.tenant_for(source).ok_or(Miss::UnknownSource)?;
+    serve(snap, tenant, raw_name, None)
+}
+
+/// What phone `mac` of `tenant` would get for `name`: the same bytes as [`provision`] from a source in
+/// the tenant's network. A per-device name must carry this phone's MAC (else `NotFound`).
+pub fn preview_device(
+    snap: &Snapshot,
+    tenant: usize,
+    mac: MacAddress,
+    name: &str,
+) -> Result<Served, Miss> {
+    serve(snap, tenant, name, Some(mac))
+}
+
+/// What any source in `tenant`'s networks would get for `name`.
+pub fn preview_tenant(snap: &Snapshot, tenant: usize, name: &str) -> Result<Served, Miss> {
+    serve(snap, tenant, name, None)
+}
+
+fn content_type(name: &str) -> &'static str {
+    let lower = name.to_ascii_lowercase();
+    if lower.ends_with(".xml") {
+        "text/xml"
+    } else if lower.ends_with(".cnf") || lower.ends_with(".txt") || lower.ends_with(".dat") {
+        "text/plain"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+fn serve(
+    snap: &Snapshot,
+    tenant: usize,
+    raw_name: &str,
+    only_mac: Option<MacAddress>,
+) -> Result<Served, Miss> {
+    let name = name::normalise(raw_name).map_err(|_| Miss::BadName)?;
+    let class = name::classify(&name);
+    if class == Class::KnownAbsent {
+        return Err(Miss::KnownAbsent);
+    }
+    let t = snap.tenants().get(tenant).ok_or(Miss::NotFound)?;
+    if !t.enabled {
+        return Err(Miss::TenantDisabled);
+    }
+    match class {
+        Class::Device { kind, mac } => {
+            if only_mac.is_some_and(|m| m != mac) {
+                return Err(Miss::NotFound);
+            }
+            serve_device(snap, tenant, kind, mac)
+        }
+        Class::TenantWide { kind, exact } => {
+            if !exact {
+                if let Some(f) = snap.file_exact(tenant, &name) {
+                    return Ok(stored(f.bytes.clone(), &name, tenant));
+                }
+            }
+            match render_tenant_wide(snap, tenant, kind) {
+                Some(body) => Ok(Served {
+                    bytes: Bytes::from(body),
+                    content_type: content_type(&name),
+                    tenant,
+                    phone: None,
+                    kind,
+                }),
+                None => snap
+                    .file(tenant, &name)
+                    .map(|f| stored(f.bytes.clone(), &name, tenant))
+                    .ok_or(Miss::KnownAbsent),
+            }
+        }
+        Class::Other => snap
+            .file(tenant, &name)
+            .map(|f| stored(f.bytes.clone(), &name, tenant))
+            .ok_or(Miss::NotFound),
+        Class::KnownAbsent => Err(Miss::KnownAbsent),
+    }
+}
+
+fn stored(bytes: Bytes, name: &str, tenant: usize) -> Served {
+    Served {
+        bytes,
+        content_type: content_type(name),
+        tenant,
+        phone: None,
+        kind: FileKind::Stored,
+    }
+}
+
+fn serve_device(
+    snap: &Snapshot,
+    tenant: usize,
+    kind: Option<FileKind>,
+    mac: MacAddress,
+) -> Result<Served, Miss> {
+    let phone = snap.phone(mac).ok_or(Miss::UnknownDevice(mac))?;
+    if phone.tenant != tenant {
+        return Err(Miss::OtherTenantsDevice(mac));
+    }
+    if !phone.enabled {
+        return Err(Miss::DeviceDisabled);
+    }
+    let kind = kind.ok_or(Miss::NotFound)?;
+    let r = Resolved::device(snap.tenant(tenant), phone);
+    let (body, content_type) = match (kind, phone.model.family()) {
+        (FileKind::SipDeviceCnf, Family::Sip79xx) => (sip79xx::sip_device(&r, phone), "text/plain"),
+        (FileKind::SepDeviceXml, Family::Sip79xx) => {
+            // Without a load the loader file would only produce "No Load Specified": let the
+            // loader's hunt go on to SIP<MAC>.cnf instead.
+            let load = r.load_for(phone.model).ok_or(Miss::KnownAbsent)?;
+            (xml_device::sep_79xx_loader(phone.model, load), "text/xml")
+        }
+        (FileKind::SepDeviceXml, _) => (xml_device::sep_full(&r, phone), "text/xml"),
+        _ => return Err(Miss::NotFound),
+    };
+    Ok(Served {
+        bytes: Bytes::from(body),
+        content_type,
+        tenant,
+        phone: Some(mac),
+        kind,
+    })
+}
+
+/// Renders a tenant-wide file; `None` when the configuration gives it nothing to say.
+fn render_tenant_wide(snap: &Snapshot, tenant: usize, kind: FileKind) -> Option<String> {
+    let r = Resolved::tenant(snap.tenant(tenant));
+    match kind {
+        FileKind::Os79xxTxt => sip79xx::os79xx_txt(&r),
+        FileKind::SipDefaultCnf => Some(sip79xx::sip_default(&r, &sync_value(snap, tenant, &r))),
+        FileKind::SyncInfo => Some(syncinfo::syncinfo(&sync_value(snap, tenant, &r))),
+        FileKind::XmlDefault => Some(xml_device::xml_default(&r)),
+        FileKind::DialPlan => Some(dialplan::dialplan(&r)),
+        FileKind::RingListDat => ringlist::ringlist_dat(&r),
+        FileKind::RingListXml | FileKind::DistinctiveRingListXml => ringlist::ringlist_xml(&r),
+        FileKind::SipDeviceCnf | FileKind::SepDeviceXml | FileKind::Stored => None,
+    }
+}
+
+/// The tenant's 7940/7960 `sync` / `SYNC` value (see the module documentation).
+fn sync_value(snap: &Snapshot, tenant: usize, r: &Resolved) -> String {
+    if let Some(fixed) = r.extra_sip_cnf.get("sync") {
+        return fixed.clone();
+    }
+    snap.tenant_memo(tenant, || sync_stamp(snap, tenant, r))
+        .to_string()
+}
+
+fn sync_stamp(snap: &Snapshot, tenant: usize, r: &Resolved) -> u32 {
+    let t = snap.tenant(tenant);
+    let mut parts: Vec<Vec<u8>> = vec![
+        sip79xx::sip_default_body(r).finish().into_bytes(),
+        sip79xx::os79xx_txt(r).unwrap_or_default().into_bytes(),
+        dialplan::dialplan(r).into_bytes(),
+        ringlist::ringlist_dat(r).unwrap_or_default().into_bytes(),
+    ];
+    for mac in snap.phones_of(tenant) {
+        let Some(phone) = snap.phone(*mac) else {
+            continue;
+        };
+        if phone.model.family() != Family::Sip79xx || !phone.enabled {
+            continue;
+        }
+        let pr = Resolved::device(t, phone);
+        parts.push(mac.octets().to_vec());
+        parts.push(sip79xx::sip_device(&pr, phone).into_bytes());
+        let loader = pr
+            .load_for(phone.model)
+            .map(|load| xml_device::sep_79xx_loader(phone.model, load))
+            .unwrap_or_default();
+        parts.push(loader.into_bytes());
+    }
+    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    render::stamp_u31(&render::digest(&refs))
+}

@@ -1,0 +1,501 @@
+//! `Snapshot`: an immutable, indexed copy of everything the provisioning path needs (no I/O here).
+//!
+//! Built once per database change by the refresher, then shared read-only (`Arc<Snapshot>`) by every
+//! request. Lookups are hash probes: tenant by source address (longest prefix match), phone by MAC,
+//! stored file by name (tenant first, then global; exact name first, then case-insensitive).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::domain::{canonical_ip, MacAddress, Model, Prefix, Settings, TenantSlug};
+
+/// A stored blob (firmware image, ring audio, locale file), served byte for byte.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredFile {
+    /// SHA-256 of `bytes`.
+    pub sha256: [u8; 32],
+    /// The content.
+    pub bytes: Bytes,
+}
+
+impl StoredFile {
+    /// Wraps `bytes`, computing its SHA-256.
+    pub fn new(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        let sha256 = Sha256::digest(&bytes).into();
+        Self { sha256, bytes }
+    }
+}
+
+impl fmt::Debug for StoredFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "StoredFile({} bytes, sha256 {})",
+            self.bytes.len(),
+            hex::encode(self.sha256)
+        )
+    }
+}
+
+/// A tenant as the provisioning path sees it.
+#[derive(Clone, Debug)]
+pub struct TenantView {
+    /// Database id.
+    pub id: uuid::Uuid,
+    /// Unique short name.
+    pub slug: TenantSlug,
+    /// A disabled tenant's phones get nothing.
+    pub enabled: bool,
+    /// The tenant layer of the settings (built-in defaults are applied by the renderer).
+    pub settings: Settings,
+    /// Tenant files by name; they shadow global files of the same name.
+    pub files: HashMap<String, StoredFile>,
+}
+
+/// One line of a phone.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LineView {
+    /// SIP user / extension.
+    pub number: String,
+    /// Digest user name.
+    pub auth_name: String,
+    /// Digest password ("" when none is set).
+    pub password: String,
+    /// Caller name sent in SIP.
+    pub display_name: Option<String>,
+    /// Text beside the line key.
+    pub short_label: Option<String>,
+}
+
+impl fmt::Debug for LineView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LineView")
+            .field("number", &self.number)
+            .field("auth_name", &self.auth_name)
+            .field("password", &"<redacted>")
+            .field("display_name", &self.display_name)
+            .field("short_label", &self.short_label)
+            .finish()
+    }
+}
+
+/// A phone as the provisioning path sees it.
+#[derive(Clone, Debug)]
+pub struct PhoneView {
+    /// Index of the owning tenant in the snapshot.
+    pub tenant: usize,
+    /// Hardware address (unique across all tenants).
+    pub mac: MacAddress,
+    /// Model.
+    pub model: Model,
+    /// Label shown on the phone ("" when none).
+    pub label: String,
+    /// A disabled phone gets nothing.
+    pub enabled: bool,
+    /// Lines in key order.
+    pub lines: Vec<LineView>,
+    /// The phone's settings overrides.
+    pub settings: Settings,
+}
+
+/// Longest-prefix-match table: one hash map per prefix length, probed from the longest length down.
+#[derive(Default)]
+struct PrefixTable {
+    v4: Vec<(u8, HashMap<u32, usize>)>,
+    v6: Vec<(u8, HashMap<u128, usize>)>,
+}
+
+fn mask_v4(len: u8) -> u32 {
+    if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len))
+    }
+}
+
+fn mask_v6(len: u8) -> u128 {
+    if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(len))
+    }
+}
+
+impl PrefixTable {
+    /// Builds the table; the first entry for a prefix wins (the database forbids duplicates anyway).
+    fn build(networks: &[(Prefix, usize)]) -> Self {
+        let mut v4: HashMap<u8, HashMap<u32, usize>> = HashMap::new();
+        let mut v6: HashMap<u8, HashMap<u128, usize>> = HashMap::new();
+        for (prefix, tenant) in networks {
+            let len = prefix.len();
+            match prefix.first_address() {
+                IpAddr::V4(a) => {
+                    let key = u32::from(a) & mask_v4(len);
+                    v4.entry(len).or_default().entry(key).or_insert(*tenant);
+                }
+                IpAddr::V6(a) => {
+                    let key = u128::from(a) & mask_v6(len);
+                    v6.entry(len).or_default().entry(key).or_insert(*tenant);
+                }
+            }
+        }
+        let mut v4: Vec<_> = v4.into_iter().collect();
+        let mut v6: Vec<_> = v6.into_iter().collect();
+        v4.sort_by_key(|e| std::cmp::Reverse(e.0));
+        v6.sort_by_key(|e| std::cmp::Reverse(e.0));
+        Self { v4, v6 }
+    }
+
+    fn lookup(&self, addr: IpAddr) -> Option<usize> {
+        match canonical_ip(addr) {
+            IpAddr::V4(a) => {
+                let a = u32::from(a);
+                self.v4
+                    .iter()
+                    .find_map(|(len, map)| map.get(&(a & mask_v4(*len))).copied())
+            }
+            IpAddr::V6(a) => {
+                let a = u128::from(a);
+                self.v6
+                    .iter()
+                    .find_map(|(len, map)| map.get(&(a & mask_v6(*len))).copied())
+            }
+        }
+    }
+}
+
+/// Lower-cased name → the actual name; on a clash the lexicographically smallest actual name wins.
+fn case_index<'a>(names: impl Iterator<Item = &'a String>) -> HashMap<String, String> {
+    let mut index: HashMap<String, String> = HashMap::new();
+    for name in names {
+        let key = name.to_ascii_lowercase();
+        match index.get(&key) {
+            Some(existing) if existing <= name => {}
+            _ => {
+                index.insert(key, name.clone());
+            }
+        }
+    }
+    index
+}
+
+/// Everything the provisioning path serves from, at one database sequence number.
+pub struct Snapshot {
+    /// The database change sequence this snapshot reflects (0 for the empty snapshot).
+    pub sequence: i64,
+    tenants: Vec<TenantView>,
+    tenant_files_ci: Vec<HashMap<String, String>>,
+    tenant_phones: Vec<Vec<MacAddress>>,
+    networks: PrefixTable,
+    phones: HashMap<MacAddress, PhoneView>,
+    global_files: HashMap<String, StoredFile>,
+    global_files_ci: HashMap<String, String>,
+    memo: Vec<OnceLock<u32>>,
+}
+
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("sequence", &self.sequence)
+            .field("tenants", &self.tenants.len())
+            .field("phones", &self.phones.len())
+            .field("global_files", &self.global_files.len())
+            .finish()
+    }
+}
+
+impl Snapshot {
+    /// Indexes the given rows. Networks and phones that name a tenant index out of range are dropped;
+    /// for a MAC listed twice the first phone wins (the database makes MACs unique).
+    pub fn build(
+        sequence: i64,
+        tenants: Vec<TenantView>,
+        networks: Vec<(Prefix, usize)>,
+        phones: Vec<PhoneView>,
+        global_files: Vec<(String, StoredFile)>,
+    ) -> Snapshot {
+        let n = tenants.len();
+        let networks: Vec<(Prefix, usize)> = networks.into_iter().filter(|(_, t)| *t < n).collect();
+        let mut phone_map: HashMap<MacAddress, PhoneView> = HashMap::with_capacity(phones.len());
+        let mut tenant_phones: Vec<Vec<MacAddress>> = vec![Vec::new(); n];
+        for phone in phones {
+            if phone.tenant >= n || phone_map.contains_key(&phone.mac) {
+                continue;
+            }
+            tenant_phones[phone.tenant].push(phone.mac);
+            phone_map.insert(phone.mac, phone);
+        }
+        for macs in &mut tenant_phones {
+            macs.sort();
+        }
+        let global_files: HashMap<String, StoredFile> = global_files.into_iter().collect();
+        Snapshot {
+            sequence,
+            tenant_files_ci: tenants.iter().map(|t| case_index(t.files.keys())).collect(),
+            tenant_phones,
+            networks: PrefixTable::build(&networks),
+            phones: phone_map,
+            global_files_ci: case_index(global_files.keys()),
+            global_files,
+            memo: (0..n).map(|_| OnceLock::new()).collect(),
+            tenants,
+        }
+    }
+
+    /// A snapshot with nothing in it (before the first load): every source is unknown.
+    pub fn empty() -> Snapshot {
+        Snapshot::build(0, Vec::new(), Vec::new(), Vec::new(), Vec::new())
+    }
+
+    /// The tenant whose longest matching network contains `addr` (IPv4-mapped IPv6 counts as IPv4).
+    pub fn tenant_for(&self, addr: IpAddr) -> Option<usize> {
+        self.networks.lookup(addr)
+    }
+
+    /// The tenant at `idx`. Panics when `idx` is out of range (indexes come from this snapshot).
+    pub fn tenant(&self, idx: usize) -> &TenantView {
+        &self.tenants[idx]
+    }
+
+    /// Every tenant, in index order.
+    pub fn tenants(&self) -> &[TenantView] {
+        &self.tenants
+    }
+
+    /// The index of the tenant with this slug.
+    pub fn tenant_by_slug(&self, slug: &str) -> Option<usize> {
+        self.tenants.iter().position(|t| t.slug.as_str() == slug)
+    }
+
+    /// The phone with this MAC, whatever its tenant.
+    pub fn phone(&self, mac: MacAddress) -> Option<&PhoneView> {
+        self.phones.get(&mac)
+    }
+
+    /// The MACs of a tenant's phones, sorted.
+    pub fn phones_of(&self, tenant: usize) -> &[MacAddress] {
+        self.tenant_phones
+            .get(tenant)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// Number of phones in the snapshot.
+    pub fn phone_count(&self) -> usize {
+        self.phones.len()
+    }
+
+    /// A stored file as `tenant` sees it: exact name in the tenant's files, then in the global files,
+    /// then the same two case-insensitively (so a tenant file shadows a global file of the same name).
+    pub fn file(&self, tenant: usize, name: &str) -> Option<&StoredFile> {
+        let own = self.tenants.get(tenant).map(|t| &t.files);
+        if let Some(f) = own.and_then(|files| files.get(name)) {
+            return Some(f);
+        }
+        if let Some(f) = self.global_files.get(name) {
+            return Some(f);
+        }
+        let lower = name.to_ascii_lowercase();
+        if let (Some(files), Some(index)) = (own, self.tenant_files_ci.get(tenant)) {
+            if let Some(f) = index.get(&lower).and_then(|actual| files.get(actual)) {
+                return Some(f);
+            }
+        }
+        self.global_files_ci
+            .get(&lower)
+            .and_then(|actual| self.global_files.get(actual))
+    }
+
+    /// A stored file by its exact name only (tenant first, then global).
+    pub fn file_exact(&self, tenant: usize, name: &str) -> Option<&StoredFile> {
+        self.tenants
+            .get(tenant)
+            .and_then(|t| t.files.get(name))
+            .or_else(|| self.global_files.get(name))
+    }
+
+    /// A per-tenant value computed at most once for this snapshot (the provisioning module keeps the
+    /// 7940/7960 `sync` stamp here, which depends on every such phone of the tenant).
+    pub fn tenant_memo(&self, tenant: usize, compute: impl FnOnce() -> u32) -> u32 {
+        match self.memo.get(tenant) {
+            Some(cell) => *cell.get_or_init(compute),
+            None => compute(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(slug: &str) -> TenantView {
+        TenantView {
+            id: uuid::Uuid::nil(),
+            slug: slug.parse().unwrap(),
+            enabled: true,
+            settings: Settings::default(),
+            files: HashMap::new(),
+        }
+    }
+
+    fn p(s: &str) -> Prefix {
+        s.parse().unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn longest_prefix_wins_for_v4_and_v6() {
+        let snap = Snapshot::build(
+            1,
+            vec![tenant("a"), tenant("b"), tenant("c")],
+            vec![
+                (p("10.0.0.0/8"), 0),
+                (p("10.20.0.0/16"), 1),
+                (p("10.20.30.40/32"), 2),
+                (p("2001:db8::/32"), 0),
+                (p("2001:db8:1::/48"), 1),
+                (p("0.0.0.0/0"), 2),
+            ],
+            vec![],
+            vec![],
+        );
+        assert_eq!(snap.tenant_for(ip("10.1.2.3")), Some(0));
+        assert_eq!(snap.tenant_for(ip("10.20.1.1")), Some(1));
+        assert_eq!(snap.tenant_for(ip("10.20.30.40")), Some(2));
+        assert_eq!(snap.tenant_for(ip("::ffff:10.20.1.1")), Some(1));
+        assert_eq!(snap.tenant_for(ip("192.0.2.1")), Some(2));
+        assert_eq!(snap.tenant_for(ip("2001:db8:1::5")), Some(1));
+        assert_eq!(snap.tenant_for(ip("2001:db8:2::5")), Some(0));
+        assert_eq!(snap.tenant_for(ip("2001:db9::1")), None);
+    }
+
+    #[test]
+    fn longest_prefix_match_agrees_with_brute_force() {
+        // A small deterministic generator (no dependency needed).
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 32) as u32
+        };
+        let mut networks: Vec<(Prefix, usize)> = Vec::new();
+        for i in 0..400 {
+            let len = (8 + next() % 25) as u8;
+            let addr =
+                std::net::Ipv4Addr::from(0x0a00_0000 | (next() & 0x00ff_ffff) & mask_v4(len));
+            let prefix: Prefix = format!("{addr}/{len}").parse().unwrap();
+            if networks.iter().all(|(p, _)| *p != prefix) {
+                networks.push((prefix, i % 3));
+            }
+            let v6 = std::net::Ipv6Addr::from((0x2001_0db8u128 << 96) | (u128::from(next()) << 64));
+            let len6 = (32 + next() % 33) as u8;
+            let masked = std::net::Ipv6Addr::from(u128::from(v6) & mask_v6(len6));
+            let prefix: Prefix = format!("{masked}/{len6}").parse().unwrap();
+            if networks.iter().all(|(p, _)| *p != prefix) {
+                networks.push((prefix, i % 3));
+            }
+        }
+        let snap = Snapshot::build(
+            1,
+            vec![tenant("a"), tenant("b"), tenant("c")],
+            networks.clone(),
+            vec![],
+            vec![],
+        );
+        for _ in 0..5000 {
+            let v4 = IpAddr::from(std::net::Ipv4Addr::from(
+                0x0a00_0000 | (next() & 0x00ff_ffff),
+            ));
+            let v6 = IpAddr::from(std::net::Ipv6Addr::from(
+                (0x2001_0db8u128 << 96) | (u128::from(next()) << 64) | u128::from(next()),
+            ));
+            for addr in [v4, v6] {
+                let want = networks
+                    .iter()
+                    .filter(|(p, _)| p.contains(addr))
+                    .max_by_key(|(p, _)| p.len())
+                    .map(|(_, t)| *t);
+                assert_eq!(snap.tenant_for(addr), want, "{addr}");
+            }
+        }
+    }
+
+    #[test]
+    fn empty_snapshot_knows_no_source() {
+        let snap = Snapshot::empty();
+        assert_eq!(snap.tenant_for(ip("10.0.0.1")), None);
+        assert_eq!(snap.tenant_for(ip("::1")), None);
+        assert!(snap.phone(MacAddress::from_octets([0; 6])).is_none());
+    }
+
+    #[test]
+    fn tenant_files_shadow_global_and_case_folds_last() {
+        let mut t = tenant("a");
+        t.files
+            .insert("ringer1.pcm".into(), StoredFile::new(&b"tenant"[..]));
+        t.files
+            .insert("Only-Tenant.raw".into(), StoredFile::new(&b"t2"[..]));
+        let snap = Snapshot::build(
+            1,
+            vec![t, tenant("b")],
+            vec![],
+            vec![],
+            vec![
+                ("ringer1.pcm".into(), StoredFile::new(&b"global"[..])),
+                ("P0S3-8-12-00.loads".into(), StoredFile::new(&b"loads"[..])),
+                ("RINGER1.PCM".into(), StoredFile::new(&b"upper"[..])),
+            ],
+        );
+        let get = |t, n| snap.file(t, n).map(|f| f.bytes.clone());
+        assert_eq!(get(0, "ringer1.pcm").as_deref(), Some(&b"tenant"[..]));
+        assert_eq!(get(1, "ringer1.pcm").as_deref(), Some(&b"global"[..]));
+        assert_eq!(get(0, "RINGER1.PCM").as_deref(), Some(&b"upper"[..]));
+        assert_eq!(get(0, "Ringer1.Pcm").as_deref(), Some(&b"tenant"[..]));
+        assert_eq!(get(1, "Ringer1.Pcm").as_deref(), Some(&b"upper"[..]));
+        assert_eq!(get(0, "only-tenant.RAW").as_deref(), Some(&b"t2"[..]));
+        assert_eq!(get(1, "only-tenant.raw"), None);
+        assert_eq!(get(1, "p0s3-8-12-00.LOADS").as_deref(), Some(&b"loads"[..]));
+        assert!(snap.file_exact(1, "p0s3-8-12-00.LOADS").is_none());
+        assert_eq!(
+            snap.file(0, "ringer1.pcm").unwrap().sha256,
+            <[u8; 32]>::from(Sha256::digest(b"tenant"))
+        );
+    }
+
+    #[test]
+    fn phones_are_indexed_per_tenant_and_out_of_range_rows_dropped() {
+        let phone = |t, last| PhoneView {
+            tenant: t,
+            mac: MacAddress::from_octets([0, 4, 0xf2, 0, 0, last]),
+            model: Model::M7960,
+            label: String::new(),
+            enabled: true,
+            lines: vec![],
+            settings: Settings::default(),
+        };
+        let snap = Snapshot::build(
+            3,
+            vec![tenant("a")],
+            vec![(p("10.0.0.0/8"), 5)],
+            vec![phone(0, 2), phone(0, 1), phone(7, 3)],
+            vec![],
+        );
+        assert_eq!(snap.phone_count(), 2);
+        assert_eq!(snap.phones_of(0)[0].to_string(), "0004F2000001");
+        assert!(snap.phones_of(1).is_empty());
+        assert_eq!(snap.tenant_for(ip("10.0.0.1")), None);
+        assert_eq!(snap.tenant_by_slug("a"), Some(0));
+        assert_eq!(snap.tenant_memo(0, || 7), 7);
+        assert_eq!(snap.tenant_memo(0, || 9), 7, "computed once per snapshot");
+    }
+}

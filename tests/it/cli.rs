@@ -1,0 +1,91 @@
+//! The binary: `migrate` twice is a no-op; `token issue` prints a token the API accepts.
+
+use std::process::Command;
+
+use reqwest::{Method, StatusCode};
+
+use crate::helpers::{TestApp, SECRET};
+
+fn dialtone() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dialtone"))
+}
+
+#[tokio::test]
+async fn migrate_twice_applies_nothing_the_second_time() {
+    let url = crate::helpers::database::fresh().await;
+    // The template is migrated already; a second run must find nothing to do.
+    let out = dialtone()
+        .arg("migrate")
+        .env("DIALTONE_DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "applied 0 migration(s)"
+    );
+}
+
+#[tokio::test]
+async fn token_issue_output_is_accepted_and_scoped() {
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    let issue = |args: &[&str]| {
+        let out = dialtone()
+            .args(["token", "issue"])
+            .args(args)
+            .env("DIALTONE_JWT_SECRET", SECRET)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let admin = issue(&["--role", "platform-admin"]);
+    assert_eq!(
+        app.call(Method::GET, "/v1/tenants", Some(&admin), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let viewer = issue(&["--role", "tenant-viewer", "--tenant", "acme", "--ttl", "5m"]);
+    assert_eq!(
+        app.call(Method::GET, "/v1/tenants/acme", Some(&viewer), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.call(
+            Method::PATCH,
+            "/v1/tenants/acme",
+            Some(&viewer),
+            Some(serde_json::json!({"name": "x"}))
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+    let bad = dialtone()
+        .args(["token", "issue", "--role", "tenant-admin"])
+        .env("DIALTONE_JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        !bad.status.success(),
+        "a tenant role without --tenant is refused"
+    );
+    let bad = dialtone()
+        .args(["token", "issue", "--role", "root"])
+        .env("DIALTONE_JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}

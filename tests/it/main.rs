@@ -1,0 +1,12 @@
+//! Integration tests: the real API on a real PostgreSQL. One binary; modules by resource.
+
+mod audit;
+mod cli;
+mod concurrency;
+mod errors;
+mod helpers;
+mod isolation;
+mod networks;
+mod openapi;
+mod phones;
+mod tenants;
