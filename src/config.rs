@@ -70,6 +70,30 @@ pub struct Config {
     pub log: String,
     /// Worker threads of the HTTP API (0 = one per core).
     pub api_workers: usize,
+    /// Health, readiness and metrics of `dialtone provision` (the API serves them in `serve`).
+    pub admin_listen: SocketAddr,
+    /// Largest TFTP block size granted (RFC 2348: 8 to 65464).
+    pub tftp_max_blksize: u16,
+    /// Largest TFTP window granted (RFC 7440).
+    pub tftp_max_windowsize: u16,
+    /// TFTP retransmission timeout, milliseconds.
+    pub tftp_timeout_ms: u64,
+    /// TFTP retransmissions before a transfer is given up.
+    pub tftp_retries: u32,
+    /// Concurrent TFTP transfers per source address.
+    pub tftp_max_transfers_per_source: usize,
+    /// "File not found" answers per source address and minute before the source is ignored.
+    pub tftp_miss_budget_per_minute: u32,
+    /// How long an over-budget source is ignored, seconds.
+    pub tftp_cooldown_secs: u64,
+    /// Receive buffer of the TFTP listening socket, bytes.
+    pub tftp_recv_buffer_bytes: usize,
+    /// Proxies (CIDR) whose `X-Forwarded-For` the :6970 listener believes.
+    pub http_trusted_proxies: Vec<String>,
+    /// Full snapshot reload period even without notifications, seconds.
+    pub snapshot_reload_secs: u64,
+    /// Fetch events held in memory while the database is slow or away.
+    pub fetch_queue_capacity: usize,
 }
 
 impl Default for Config {
@@ -78,7 +102,8 @@ impl Default for Config {
             database_url: None,
             data_dir: PathBuf::from("dialtone-data"),
             api_listen: "0.0.0.0:8080".parse().expect("valid"),
-            tftp_listen: "0.0.0.0:69".parse().expect("valid"),
+            // Dual-stack: IPv4 and IPv6 on one socket.
+            tftp_listen: "[::]:69".parse().expect("valid"),
             http_listen: "0.0.0.0:6970".parse().expect("valid"),
             jwt_secret: None,
             jwt_audience: "dialtone".into(),
@@ -87,6 +112,18 @@ impl Default for Config {
             max_json_body: 64 * 1024 * 1024,
             log: "info".into(),
             api_workers: 0,
+            admin_listen: "127.0.0.1:9970".parse().expect("valid"),
+            tftp_max_blksize: 65464,
+            tftp_max_windowsize: 64,
+            tftp_timeout_ms: 1000,
+            tftp_retries: 5,
+            tftp_max_transfers_per_source: 512,
+            tftp_miss_budget_per_minute: 600,
+            tftp_cooldown_secs: 60,
+            tftp_recv_buffer_bytes: 8 << 20,
+            http_trusted_proxies: Vec::new(),
+            snapshot_reload_secs: 60,
+            fetch_queue_capacity: 100_000,
         }
     }
 }
@@ -148,6 +185,35 @@ impl Config {
         }
         if let Some(v) = get("DIALTONE_API_WORKERS") {
             self.api_workers = parse("DIALTONE_API_WORKERS", v)?;
+        }
+        if let Some(v) = get("DIALTONE_ADMIN_LISTEN") {
+            self.admin_listen = parse("DIALTONE_ADMIN_LISTEN", v)?;
+        }
+        if let Some(v) = get("DIALTONE_TFTP_MAX_BLKSIZE") {
+            self.tftp_max_blksize = parse("DIALTONE_TFTP_MAX_BLKSIZE", v)?;
+        }
+        if let Some(v) = get("DIALTONE_TFTP_MAX_WINDOWSIZE") {
+            self.tftp_max_windowsize = parse("DIALTONE_TFTP_MAX_WINDOWSIZE", v)?;
+        }
+        if let Some(v) = get("DIALTONE_TFTP_MAX_TRANSFERS_PER_SOURCE") {
+            self.tftp_max_transfers_per_source =
+                parse("DIALTONE_TFTP_MAX_TRANSFERS_PER_SOURCE", v)?;
+        }
+        if let Some(v) = get("DIALTONE_TFTP_MISS_BUDGET_PER_MINUTE") {
+            self.tftp_miss_budget_per_minute = parse("DIALTONE_TFTP_MISS_BUDGET_PER_MINUTE", v)?;
+        }
+        if let Some(v) = get("DIALTONE_TFTP_COOLDOWN_SECS") {
+            self.tftp_cooldown_secs = parse("DIALTONE_TFTP_COOLDOWN_SECS", v)?;
+        }
+        if let Some(v) = get("DIALTONE_HTTP_TRUSTED_PROXIES") {
+            self.http_trusted_proxies = v
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+        }
+        if let Some(v) = get("DIALTONE_SNAPSHOT_RELOAD_SECS") {
+            self.snapshot_reload_secs = parse("DIALTONE_SNAPSHOT_RELOAD_SECS", v)?;
         }
         Ok(())
     }

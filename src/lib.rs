@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod frontend;
 pub mod metrics;
 pub mod provisioning;
 pub mod snapshot;

@@ -46,6 +46,9 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         status.max_size
     ));
     out.push_str(&format!("dialtone_db_pool_waiting {}\n", status.waiting));
+    if let Some(fe) = &state.frontend {
+        fe.render_metrics(&mut out, state.tftp_stats.as_deref());
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out)

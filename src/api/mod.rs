@@ -39,6 +39,10 @@ pub struct AppState {
     pub keys: Arc<Keys>,
     /// Request metrics.
     pub metrics: Arc<HttpMetrics>,
+    /// The provisioning front end in the same process (`serve`), for readiness and metrics.
+    pub frontend: Option<Arc<crate::frontend::Frontend>>,
+    /// Its TFTP counters.
+    pub tftp_stats: Option<Arc<crate::tftp::TftpStats>>,
 }
 
 /// Settings of the API listener.

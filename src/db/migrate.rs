@@ -5,7 +5,14 @@ use tokio_postgres::Client;
 use super::DbError;
 
 /// The embedded migrations, in order. Add new files here (and never edit an applied one).
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "init", include_str!("../../sql/V1__init.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "init", include_str!("../../sql/V1__init.sql")),
+    (
+        2,
+        "files_and_fetches",
+        include_str!("../../sql/V2__files_and_fetches.sql"),
+    ),
+];
 
 /// Advisory-lock key that serialises concurrent `migrate` runs across processes.
 const LOCK_KEY: i64 = 0x6469_616c_746f_6e65; // "dialtone"

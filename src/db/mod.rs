@@ -2,9 +2,11 @@
 
 pub mod audit;
 pub mod cluster;
+pub mod fetches;
 pub mod migrate;
 pub mod networks;
 pub mod phones;
+pub mod snapshot;
 pub mod tenants;
 
 use std::str::FromStr;

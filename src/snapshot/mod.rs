@@ -1,6 +1,9 @@
 //! The in-memory snapshot the provisioning front end serves from: every tenant, network, phone and stored
-//! file, immutable once built, so the request path never queries the database.
+//! file, immutable once built, so the request path never queries the database; and the refresher that
+//! keeps it equal to the database.
 
 mod model;
+pub mod refresher;
 
 pub use model::{LineView, PhoneView, Snapshot, StoredFile, TenantView};
+pub use refresher::{RefresherSettings, SnapshotHandle};

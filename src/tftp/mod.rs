@@ -49,6 +49,9 @@ pub struct TransferReport {
     pub outcome: Outcome,
     /// Payload bytes acknowledged by the client (after netascii conversion).
     pub bytes: u64,
+    /// The content that was (being) sent, for transfers that started: lets the receiver hash it off the
+    /// request path.
+    pub data: Option<bytes::Bytes>,
     /// From the request's arrival to the end of the transfer.
     pub duration: Duration,
 }

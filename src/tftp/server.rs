@@ -458,6 +458,7 @@ impl Listener {
             peer,
             name: req.filename.to_owned(),
             start: now,
+            data: spec.data.clone(),
             result: None,
         };
         let flag = first_ack.clone();
@@ -517,6 +518,7 @@ impl Listener {
             outcome,
             bytes: 0,
             duration: Duration::ZERO,
+            data: None,
         });
     }
 }
@@ -528,6 +530,7 @@ struct ReportGuard {
     peer: SocketAddr,
     name: String,
     start: Instant,
+    data: bytes::Bytes,
     result: Option<TransferResult>,
 }
 
@@ -551,6 +554,7 @@ impl Drop for ReportGuard {
             outcome,
             bytes,
             duration: self.start.elapsed(),
+            data: Some(self.data.clone()),
         });
     }
 }

@@ -23,7 +23,13 @@ async fn raw(
 }
 
 /// Method, path, content type, body, expected status.
-type Case = (Method, &'static str, Option<&'static str>, Vec<u8>, StatusCode);
+type Case = (
+    Method,
+    &'static str,
+    Option<&'static str>,
+    Vec<u8>,
+    StatusCode,
+);
 
 #[tokio::test]
 async fn malformed_bodies_wrong_types_and_unknown_routes_are_problems() {

@@ -1,0 +1,242 @@
+//! Fetch events (what each phone fetched, when, and what it got) and discovered devices.
+
+use deadpool_postgres::GenericClient;
+use serde::Serialize;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::DbError;
+
+/// One fetch event ready to store.
+#[derive(Clone, Debug)]
+pub struct NewFetch {
+    /// When the request arrived.
+    pub at: OffsetDateTime,
+    /// Tenant.
+    pub tenant: Uuid,
+    /// `tftp` or `http`.
+    pub protocol: &'static str,
+    /// Source address.
+    pub source: std::net::IpAddr,
+    /// Source port.
+    pub source_port: u16,
+    /// Requested name.
+    pub file_name: String,
+    /// The phone, when the name is a per-device name of a known phone.
+    pub phone: Option<String>,
+    /// `served`, `not_found`, `refused` or `aborted`.
+    pub outcome: &'static str,
+    /// Bytes sent.
+    pub bytes: i64,
+    /// Duration, microseconds.
+    pub duration_us: i64,
+    /// SHA-256 of what was served.
+    pub sha256: Option<Vec<u8>>,
+}
+
+/// A MAC seen asking for its files from a tenant's network, with no phone.
+#[derive(Clone, Debug)]
+pub struct Sighting {
+    /// Tenant.
+    pub tenant: Uuid,
+    /// MAC, canonical.
+    pub mac: String,
+    /// When.
+    pub at: OffsetDateTime,
+    /// From where.
+    pub source: std::net::IpAddr,
+    /// What it asked for.
+    pub file_name: String,
+    /// Model family guessed from the name.
+    pub model_guess: Option<&'static str>,
+}
+
+/// Stores a batch of events in one statement.
+pub async fn insert_batch(c: &impl GenericClient, events: &[NewFetch]) -> Result<(), DbError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let at: Vec<OffsetDateTime> = events.iter().map(|e| e.at).collect();
+    let tenant: Vec<Uuid> = events.iter().map(|e| e.tenant).collect();
+    let protocol: Vec<&str> = events.iter().map(|e| e.protocol).collect();
+    let source: Vec<std::net::IpAddr> = events.iter().map(|e| e.source).collect();
+    let port: Vec<i32> = events.iter().map(|e| i32::from(e.source_port)).collect();
+    let name: Vec<&str> = events.iter().map(|e| e.file_name.as_str()).collect();
+    let phone: Vec<Option<&str>> = events.iter().map(|e| e.phone.as_deref()).collect();
+    let outcome: Vec<&str> = events.iter().map(|e| e.outcome).collect();
+    let bytes: Vec<i64> = events.iter().map(|e| e.bytes).collect();
+    let dur: Vec<i64> = events.iter().map(|e| e.duration_us).collect();
+    let sha: Vec<Option<&[u8]>> = events.iter().map(|e| e.sha256.as_deref()).collect();
+    c.execute(
+        "INSERT INTO fetch_events (at, tenant_id, protocol, source, source_port, file_name, phone_mac, outcome, bytes, duration_us, sha256)
+         SELECT u.* FROM unnest($1::timestamptz[], $2::uuid[], $3::text[], $4::inet[], $5::int[], $6::text[], $7::text[],
+                                $8::text[], $9::bigint[], $10::bigint[], $11::bytea[])
+              AS u(at, tenant_id, protocol, source, source_port, file_name, phone_mac, outcome, bytes, duration_us, sha256)
+         -- A tenant deleted since the request: its events go with it.
+         WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = u.tenant_id)",
+        &[&at, &tenant, &protocol, &source, &port, &name, &phone, &outcome, &bytes, &dur, &sha],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records sightings of unknown MACs (insert or refresh).
+pub async fn upsert_sightings(
+    c: &impl GenericClient,
+    sightings: &[Sighting],
+) -> Result<(), DbError> {
+    for s in sightings {
+        c.execute(
+            "INSERT INTO discovered_devices (tenant_id, mac, first_seen, last_seen, source, files, model_guess)
+             SELECT $1, $2, $3, $3, $4, ARRAY[$5::text], $6 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $1)
+             ON CONFLICT (tenant_id, mac) DO UPDATE SET
+                last_seen = GREATEST(discovered_devices.last_seen, EXCLUDED.last_seen),
+                source = EXCLUDED.source,
+                requests = discovered_devices.requests + 1,
+                model_guess = coalesce(discovered_devices.model_guess, EXCLUDED.model_guess),
+                files = CASE WHEN $5 = ANY(discovered_devices.files) OR cardinality(discovered_devices.files) >= 32
+                             THEN discovered_devices.files ELSE discovered_devices.files || $5::text END",
+            &[&s.tenant, &s.mac, &s.at, &s.source, &s.file_name, &s.model_guess],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A stored fetch event, as the API shows it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct FetchEvent {
+    /// Sequential id.
+    pub id: i64,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// `tftp` or `http`.
+    pub protocol: String,
+    /// Source address.
+    #[schema(value_type = String)]
+    pub source: std::net::IpAddr,
+    /// Source port.
+    pub source_port: i32,
+    /// Requested name.
+    pub file_name: String,
+    /// `served`, `not_found`, `refused` or `aborted`.
+    pub outcome: String,
+    /// Bytes sent.
+    pub bytes: i64,
+    /// Duration in microseconds.
+    pub duration_us: i64,
+    /// SHA-256 (hex) of what was served.
+    pub sha256: Option<String>,
+}
+
+fn fetch_from_row(r: &tokio_postgres::Row) -> FetchEvent {
+    FetchEvent {
+        id: r.get(0),
+        at: r.get(1),
+        protocol: r.get(2),
+        source: r.get(3),
+        source_port: r.get(4),
+        file_name: r.get(5),
+        outcome: r.get(6),
+        bytes: r.get(7),
+        duration_us: r.get(8),
+        sha256: r.get::<_, Option<Vec<u8>>>(9).map(hex::encode),
+    }
+}
+
+const FETCH_COLUMNS: &str =
+    "id, at, protocol, source, source_port, file_name, outcome, bytes, duration_us, sha256";
+
+/// A phone's fetch history, newest first.
+pub async fn history(
+    c: &impl GenericClient,
+    tenant: Uuid,
+    mac: &str,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<FetchEvent>, DbError> {
+    let rows = c
+        .query(
+            &format!(
+                "SELECT {FETCH_COLUMNS} FROM fetch_events WHERE tenant_id = $1 AND phone_mac = $2
+                 AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
+            ),
+            &[&tenant, &mac, &before, &limit],
+        )
+        .await?;
+    Ok(rows.iter().map(fetch_from_row).collect())
+}
+
+/// The last served fetch of each file by each of the given phones: (mac, file name, sha256, at).
+pub async fn last_served(
+    c: &impl GenericClient,
+    tenant: Uuid,
+    macs: &[String],
+) -> Result<Vec<(String, String, Vec<u8>, OffsetDateTime)>, DbError> {
+    let rows = c
+        .query(
+            "SELECT DISTINCT ON (phone_mac, file_name) phone_mac, file_name, sha256, at FROM fetch_events
+             WHERE tenant_id = $1 AND phone_mac = ANY($2) AND outcome = 'served' AND sha256 IS NOT NULL
+             ORDER BY phone_mac, file_name, id DESC",
+            &[&tenant, &macs],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect())
+}
+
+/// A device seen on a tenant's network without a phone.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct DiscoveredDevice {
+    /// MAC, upper-case without separators.
+    pub mac: String,
+    /// First request.
+    #[serde(with = "time::serde::rfc3339")]
+    pub first_seen: OffsetDateTime,
+    /// Latest request.
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen: OffsetDateTime,
+    /// Latest source address.
+    #[schema(value_type = String)]
+    pub source: std::net::IpAddr,
+    /// Names it asked for (up to 32).
+    pub files: Vec<String>,
+    /// Model family guessed from the names (`7940/7960` or null).
+    pub model_guess: Option<String>,
+    /// Number of requests.
+    pub requests: i64,
+}
+
+/// Discovered devices of a tenant that still have no phone, by MAC after `after`.
+pub async fn discovered(
+    c: &impl GenericClient,
+    tenant: Uuid,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<DiscoveredDevice>, DbError> {
+    let rows = c
+        .query(
+            "SELECT d.mac, d.first_seen, d.last_seen, d.source, d.files, d.model_guess, d.requests FROM discovered_devices d
+             WHERE d.tenant_id = $1 AND ($2::text IS NULL OR d.mac > $2)
+               AND NOT EXISTS (SELECT 1 FROM phones p WHERE p.mac = d.mac)
+             ORDER BY d.mac LIMIT $3",
+            &[&tenant, &after, &limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| DiscoveredDevice {
+            mac: r.get(0),
+            first_seen: r.get(1),
+            last_seen: r.get(2),
+            source: r.get(3),
+            files: r.get(4),
+            model_guess: r.get(5),
+            requests: r.get(6),
+        })
+        .collect())
+}

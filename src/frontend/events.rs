@@ -1,0 +1,317 @@
+//! The fetch-event queue: the request path pushes a raw event and returns; a writer task resolves
+//! tenant, phone and SHA-256 from the snapshot and stores batches. Bounded: when the database is away
+//! and the queue is full, the oldest events are dropped and counted.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::{self, fetches::NewFetch, fetches::Sighting, Pool};
+use crate::domain::{Family, MacAddress};
+use crate::provisioning::name::{self, Class};
+use crate::snapshot::SnapshotHandle;
+
+/// Transport of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// TFTP (udp/69).
+    Tftp,
+    /// HTTP (tcp/6970).
+    Http,
+}
+
+impl Protocol {
+    /// `tftp` or `http`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tftp => "tftp",
+            Protocol::Http => "http",
+        }
+    }
+}
+
+/// How a request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FetchOutcome {
+    /// Sent completely.
+    Served,
+    /// No such file (or known absent).
+    NotFound,
+    /// Refused (bad name, write request).
+    Refused,
+    /// Started but not finished.
+    Aborted,
+}
+
+impl FetchOutcome {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FetchOutcome::Served => "served",
+            FetchOutcome::NotFound => "not_found",
+            FetchOutcome::Refused => "refused",
+            FetchOutcome::Aborted => "aborted",
+        }
+    }
+}
+
+/// What the request path records: cheap to build, no lookups.
+#[derive(Clone, Debug)]
+pub struct RawEvent {
+    /// When.
+    pub at: OffsetDateTime,
+    /// Transport.
+    pub protocol: Protocol,
+    /// Client.
+    pub peer: SocketAddr,
+    /// Requested name, as sent.
+    pub name: String,
+    /// Outcome.
+    pub outcome: FetchOutcome,
+    /// Bytes sent.
+    pub bytes: u64,
+    /// Duration.
+    pub duration: Duration,
+    /// The content, for served/aborted transfers (hashed by the writer).
+    pub data: Option<Bytes>,
+}
+
+/// The bounded queue between the request path and the writer.
+pub struct EventQueue {
+    queue: Mutex<VecDeque<RawEvent>>,
+    capacity: usize,
+    notify: Notify,
+    dropped: AtomicU64,
+    written: AtomicU64,
+    /// Requests per (tenant slug or "none", protocol, outcome), counted by the writer.
+    pub counts: Mutex<HashMap<(String, Protocol, FetchOutcome), u64>>,
+}
+
+impl EventQueue {
+    /// A queue holding at most `capacity` events.
+    pub fn new(capacity: usize) -> Self {
+        EventQueue {
+            queue: Mutex::new(VecDeque::with_capacity(capacity.min(65536))),
+            capacity,
+            notify: Notify::new(),
+            dropped: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            counts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Adds an event; never blocks on the database. When full, the oldest event is dropped.
+    pub fn push(&self, event: RawEvent) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() >= self.capacity {
+            q.pop_front();
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        q.push_back(event);
+        let len = q.len();
+        drop(q);
+        if len >= 1024 {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Events dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Events stored.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Events waiting.
+    pub fn len(&self) -> usize {
+        self.queue.lock().map(|q| q.len()).unwrap_or(0)
+    }
+
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn take(&self, max: usize) -> Vec<RawEvent> {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let n = q.len().min(max);
+        q.drain(..n).collect()
+    }
+}
+
+/// Stores queued events every `interval` (or sooner when many wait) until `shutdown`, then flushes once.
+pub async fn run_writer(
+    queue: std::sync::Arc<EventQueue>,
+    snapshot: SnapshotHandle,
+    pool: Pool,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut pending: Vec<(Vec<NewFetch>, Vec<Sighting>)> = Vec::new();
+    loop {
+        let stop = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            _ = tokio::time::sleep(interval) => false,
+            _ = queue.notify.notified() => false,
+        };
+        loop {
+            let raw = queue.take(5000);
+            if raw.is_empty() {
+                break;
+            }
+            let batch = resolve(&queue, &snapshot, raw);
+            pending.push(batch);
+        }
+        // Keep at most ~queue-capacity events waiting for the database; older batches go first.
+        let mut held: usize = pending.iter().map(|(f, _)| f.len()).sum();
+        while held > queue.capacity && !pending.is_empty() {
+            let (f, _) = pending.remove(0);
+            held -= f.len();
+            queue.dropped.fetch_add(f.len() as u64, Ordering::Relaxed);
+        }
+        while let Some((fetches, sightings)) = pending.first() {
+            match store(&pool, fetches, sightings).await {
+                Ok(()) => {
+                    queue
+                        .written
+                        .fetch_add(fetches.len() as u64, Ordering::Relaxed);
+                    pending.remove(0);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, waiting = held, "fetch events not stored yet");
+                    break;
+                }
+            }
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+async fn store(
+    pool: &Pool,
+    fetches: &[NewFetch],
+    sightings: &[Sighting],
+) -> Result<(), db::DbError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    db::fetches::insert_batch(&tx, fetches).await?;
+    db::fetches::upsert_sightings(&tx, sightings).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Resolves tenant, phone and hash for raw events (off the request path).
+fn resolve(
+    queue: &EventQueue,
+    snapshot: &SnapshotHandle,
+    raw: Vec<RawEvent>,
+) -> (Vec<NewFetch>, Vec<Sighting>) {
+    let snap = snapshot.current();
+    let mut fetches = Vec::with_capacity(raw.len());
+    let mut sightings = Vec::new();
+    let mut counts = queue.counts.lock().unwrap_or_else(|e| e.into_inner());
+    for e in raw {
+        let tenant = snap.tenant_for(e.peer.ip());
+        let slug = tenant
+            .map(|t| snap.tenant(t).slug.to_string())
+            .unwrap_or_else(|| "none".into());
+        *counts.entry((slug, e.protocol, e.outcome)).or_default() += 1;
+        let Some(tenant) = tenant else { continue };
+        let tenant_id = snap.tenant(tenant).id;
+        let mut phone = None;
+        if let Ok(normal) = name::normalise(&e.name) {
+            if let Class::Device { mac, .. } = name::classify(&normal) {
+                match snap.phone(mac) {
+                    Some(p) if p.tenant == tenant => phone = Some(mac.to_string()),
+                    Some(_) => {}
+                    None => sightings.push(sighting(tenant_id, mac, &e, &normal)),
+                }
+            }
+        }
+        let sha256 = match (e.outcome, &e.data) {
+            (FetchOutcome::Served, Some(d)) => Some(Sha256::digest(d).to_vec()),
+            _ => None,
+        };
+        fetches.push(NewFetch {
+            at: e.at,
+            tenant: tenant_id,
+            protocol: e.protocol.as_str(),
+            source: crate::domain::canonical_ip(e.peer.ip()),
+            source_port: e.peer.port(),
+            file_name: e.name.chars().take(255).collect(),
+            phone,
+            outcome: e.outcome.as_str(),
+            bytes: e.bytes as i64,
+            duration_us: e.duration.as_micros() as i64,
+            sha256,
+        });
+    }
+    (fetches, sightings)
+}
+
+fn sighting(tenant: uuid::Uuid, mac: MacAddress, e: &RawEvent, normal: &str) -> Sighting {
+    let last = normal.rsplit('/').next().unwrap_or(normal);
+    // SIP<MAC>.cnf is asked for only by 7940/7960 SIP firmware.
+    let model_guess = last
+        .to_ascii_uppercase()
+        .starts_with("SIP")
+        .then_some(family_name(Family::Sip79xx));
+    Sighting {
+        tenant,
+        mac: mac.to_string(),
+        at: e.at,
+        source: crate::domain::canonical_ip(e.peer.ip()),
+        file_name: last.to_owned(),
+        model_guess,
+    }
+}
+
+fn family_name(f: Family) -> &'static str {
+    match f {
+        Family::Sip79xx => "7940/7960",
+        Family::Sip79x1 => "79x1",
+        Family::Sip89xx99xx => "89xx/99xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(n: u64) -> RawEvent {
+        RawEvent {
+            at: OffsetDateTime::UNIX_EPOCH,
+            protocol: Protocol::Tftp,
+            peer: "127.0.0.1:1000".parse().unwrap(),
+            name: format!("f{n}"),
+            outcome: FetchOutcome::Served,
+            bytes: n,
+            duration: Duration::ZERO,
+            data: None,
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_oldest_and_counts() {
+        let q = EventQueue::new(3);
+        for n in 0..5 {
+            q.push(ev(n));
+        }
+        assert_eq!(q.dropped(), 2);
+        let names: Vec<String> = q.take(10).into_iter().map(|e| e.name).collect();
+        assert_eq!(names, ["f2", "f3", "f4"]);
+    }
+}

@@ -1,0 +1,211 @@
+//! The refresher: keeps the in-memory snapshot equal to the database.
+//!
+//! Ordering invariants:
+//! 1. `LISTEN` comes before the load, so a change committed between the two is never lost.
+//! 2. After any reconnect the snapshot is reloaded in full: notifications sent while disconnected are gone.
+//! 3. Notifications arrive on the connection's message stream, so the refresher owns one plain
+//!    (non-pooled) connection.
+//!
+//! A burst of notifications is coalesced into one reload. A periodic full reload is the safety net. When
+//! the database is away, the last snapshot keeps serving and its age grows (see [`SnapshotHandle::age`]).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::Snapshot;
+use crate::db::{self, snapshot::BlobCache};
+
+/// The channel every write notifies.
+pub const CHANNEL: &str = "dialtone_changes";
+
+/// Shared access to the current snapshot: a lock-free load per request.
+#[derive(Clone)]
+pub struct SnapshotHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    current: ArcSwap<Snapshot>,
+    loaded_at_ms: AtomicU64,
+    loaded: AtomicBool,
+    connected: AtomicBool,
+    reloads: AtomicU64,
+    last_load_us: AtomicU64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Default for SnapshotHandle {
+    fn default() -> Self {
+        Self::new(Snapshot::empty())
+    }
+}
+
+impl SnapshotHandle {
+    /// A handle serving `snapshot` (marked loaded only by [`SnapshotHandle::store`]).
+    pub fn new(snapshot: Snapshot) -> Self {
+        SnapshotHandle {
+            inner: Arc::new(Inner {
+                current: ArcSwap::from_pointee(snapshot),
+                loaded_at_ms: AtomicU64::new(0),
+                loaded: AtomicBool::new(false),
+                connected: AtomicBool::new(false),
+                reloads: AtomicU64::new(0),
+                last_load_us: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The current snapshot.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.inner.current.load_full()
+    }
+
+    /// Replaces the snapshot.
+    pub fn store(&self, snapshot: Snapshot, load_time: Duration) {
+        self.inner.current.store(Arc::new(snapshot));
+        self.inner.loaded_at_ms.store(now_ms(), Ordering::Relaxed);
+        self.inner.loaded.store(true, Ordering::Release);
+        self.inner.reloads.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .last_load_us
+            .store(load_time.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Whether a snapshot has been loaded from the database at least once.
+    pub fn is_loaded(&self) -> bool {
+        self.inner.loaded.load(Ordering::Acquire)
+    }
+
+    /// Whether the refresher's database connection is up.
+    pub fn is_connected(&self) -> bool {
+        self.inner.connected.load(Ordering::Relaxed)
+    }
+
+    /// Time since the last successful load (`None` before the first).
+    pub fn age(&self) -> Option<Duration> {
+        self.is_loaded().then(|| {
+            Duration::from_millis(
+                now_ms().saturating_sub(self.inner.loaded_at_ms.load(Ordering::Relaxed)),
+            )
+        })
+    }
+
+    /// Number of loads so far.
+    pub fn reloads(&self) -> u64 {
+        self.inner.reloads.load(Ordering::Relaxed)
+    }
+
+    /// Duration of the last load.
+    pub fn last_load_time(&self) -> Duration {
+        Duration::from_micros(self.inner.last_load_us.load(Ordering::Relaxed))
+    }
+}
+
+/// How the refresher behaves.
+#[derive(Clone, Debug)]
+pub struct RefresherSettings {
+    /// Database URL.
+    pub url: String,
+    /// Full reload even without notifications.
+    pub full_reload_every: Duration,
+    /// Pause between reconnection attempts.
+    pub retry_every: Duration,
+}
+
+/// Follows the database until `shutdown`.
+pub async fn run(settings: RefresherSettings, handle: SnapshotHandle, shutdown: CancellationToken) {
+    let mut blobs = BlobCache::new();
+    while !shutdown.is_cancelled() {
+        match follow(&settings, &handle, &shutdown, &mut blobs).await {
+            Ok(()) => return,
+            Err(e) => {
+                handle.inner.connected.store(false, Ordering::Relaxed);
+                tracing::warn!(error = %e, age_s = handle.age().map(|a| a.as_secs()), "snapshot refresher lost the database; serving the last snapshot");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(settings.retry_every) => {}
+        }
+    }
+}
+
+async fn follow(
+    settings: &RefresherSettings,
+    handle: &SnapshotHandle,
+    shutdown: &CancellationToken,
+    blobs: &mut BlobCache,
+) -> Result<(), db::DbError> {
+    let (mut client, mut connection) = db::parse_config(&settings.url)?
+        .connect(tokio_postgres::NoTls)
+        .await?;
+    let (tx, mut notes) = mpsc::unbounded_channel();
+    let pump = tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(m) = messages.next().await {
+            match m {
+                Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
+                    if tx.send(()).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    let result = async {
+        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+        handle.inner.connected.store(true, Ordering::Relaxed);
+        reload(&mut client, handle, blobs).await?;
+        let mut tick = tokio::time::interval(settings.full_reload_every);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                note = notes.recv() => {
+                    if note.is_none() {
+                        return Err(db::DbError::Unavailable("notification stream ended".into()));
+                    }
+                    // Coalesce a burst: everything already queued is covered by one reload.
+                    while notes.try_recv().is_ok() {}
+                    reload(&mut client, handle, blobs).await?;
+                }
+                _ = tick.tick() => reload(&mut client, handle, blobs).await?,
+            }
+        }
+    }
+    .await;
+    pump.abort();
+    result
+}
+
+async fn reload(
+    client: &mut tokio_postgres::Client,
+    handle: &SnapshotHandle,
+    blobs: &mut BlobCache,
+) -> Result<(), db::DbError> {
+    let start = Instant::now();
+    let snapshot = db::snapshot::load(client, blobs).await?;
+    let elapsed = start.elapsed();
+    tracing::debug!(
+        sequence = snapshot.sequence,
+        phones = snapshot.phone_count(),
+        ms = elapsed.as_millis() as u64,
+        "snapshot loaded"
+    );
+    handle.store(snapshot, elapsed);
+    Ok(())
+}
