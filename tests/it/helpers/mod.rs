@@ -59,6 +59,8 @@ impl TestApp {
             pool,
             keys: keys.clone(),
             metrics: Arc::new(HttpMetrics::default()),
+            frontend: None,
+            tftp_stats: None,
         };
         let settings = ApiSettings {
             listen: "127.0.0.1:0".parse().unwrap(),
