@@ -2,23 +2,16 @@
 //! this is where processes are wired together and where shutdown starts.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiServer, ApiSettings, AppState};
-use crate::auth::{Keys, Role};
+use crate::app::{self, Parts};
+use crate::auth::Role;
 use crate::config::{parse_duration, Config};
 use crate::db::{self, cluster::LocalCluster};
-use crate::domain::{Prefix, TenantSlug};
-use crate::frontend::http::{HttpFilesServer, HttpFilesSettings};
-use crate::frontend::{EventQueue, Frontend};
-use crate::metrics::HttpMetrics;
-use crate::snapshot::{RefresherSettings, SnapshotHandle};
-use crate::tftp::{TftpConfig, TftpServer};
+use crate::domain::TenantSlug;
 
 /// dialtone: provisioning for Cisco SIP desk phones.
 #[derive(Debug, Parser)]
@@ -120,7 +113,7 @@ pub fn main() -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
             let ttl =
                 parse_duration(&ttl).context("--ttl: use a number with s, m, h or d (e.g. 24h)")?;
-            let keys = keys(&config)?;
+            let keys = app::keys(&config)?;
             println!("{}", keys.issue(&subject, role, tenant.as_ref(), ttl)?);
             Ok(())
         }
@@ -139,11 +132,6 @@ fn init_logging(filter: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
-}
-
-fn keys(config: &Config) -> anyhow::Result<Keys> {
-    let secret = config.jwt_secret_or_generate()?;
-    Keys::new(Some(&secret), &config.jwt_public_keys, &config.jwt_audience)
 }
 
 /// The database to use: the configured URL, or a private cluster under the data dir (returned so that
@@ -216,189 +204,17 @@ fn on_signals(token: CancellationToken) {
     });
 }
 
-/// Which front ends a process runs.
-#[derive(Clone, Copy, Debug)]
-struct Parts {
-    api: bool,
-    frontend: bool,
-}
-
 async fn serve(config: Config, parts: Parts) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     on_signals(shutdown.clone());
     let (url, cluster) = database(&config).await?;
-    let result = run(&config, &url, parts, cluster.is_some(), shutdown.clone()).await;
+    let result = match app::start(&config, &url, parts, cluster.is_some(), shutdown.clone()).await {
+        Ok(running) => running.wait().await,
+        Err(e) => Err(e),
+    };
     shutdown.cancel();
     if let Some(c) = cluster {
         tokio::task::spawn_blocking(move || c.stop()).await?;
     }
     result
-}
-
-async fn migrate_with_retry(url: &str) -> anyhow::Result<()> {
-    let mut tries = 0;
-    loop {
-        match db::migrate(url).await {
-            Ok(n) => {
-                if n > 0 {
-                    tracing::info!(applied = n, "migrations applied");
-                }
-                return Ok(());
-            }
-            Err(db::DbError::Unavailable(_)) if tries < 30 => {
-                tries += 1;
-                tracing::warn!("database not reachable yet; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            Err(e) => bail!("migrating the database: {e}"),
-        }
-    }
-}
-
-async fn run(
-    config: &Config,
-    url: &str,
-    parts: Parts,
-    local_db: bool,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    // The API brings a fresh database (or a new release) up to date before serving; a provisioning-only
-    // process leaves that to `migrate` unless it runs its own private database.
-    if parts.api || local_db {
-        migrate_with_retry(url).await?;
-    }
-    let pool = db::pool(url, config.db_pool_size)?;
-    let mut tasks: tokio::task::JoinSet<anyhow::Result<()>> = tokio::task::JoinSet::new();
-    let mut frontend = None;
-    let mut tftp_stats = None;
-    if parts.frontend {
-        let (fe, stats) = start_frontend(config, url, pool.clone(), &shutdown, &mut tasks).await?;
-        frontend = Some(fe);
-        tftp_stats = Some(stats);
-    }
-    if parts.api {
-        let state = AppState {
-            pool,
-            keys: Arc::new(keys(config)?),
-            metrics: Arc::new(HttpMetrics::default()),
-            frontend: frontend.clone(),
-            tftp_stats: tftp_stats.clone(),
-        };
-        let settings = ApiSettings {
-            listen: config.api_listen,
-            max_body: config.max_json_body,
-            workers: config.api_workers,
-        };
-        let server = ApiServer::build(settings, state)
-            .with_context(|| format!("binding the API to {}", config.api_listen))?;
-        tracing::info!(address = %server.local_addr(), "API listening on http://{}", server.local_addr());
-        let token = shutdown.clone();
-        tasks.spawn(async move { Ok(server.run_until_stopped(token).await?) });
-    } else if let Some(fe) = &frontend {
-        let (addr, server) =
-            crate::frontend::admin::start(config.admin_listen, fe.clone(), tftp_stats.clone())
-                .with_context(|| {
-                    format!("binding the admin listener to {}", config.admin_listen)
-                })?;
-        tracing::info!(address = %addr, "admin (health, metrics) listening on http://{addr}");
-        let token = shutdown.clone();
-        tasks.spawn(
-            async move { Ok(crate::frontend::admin::run_until_stopped(server, token).await?) },
-        );
-    }
-    // Run until a signal, or until any part fails (then stop the rest).
-    let mut result = Ok(());
-    while let Some(done) = tasks.join_next().await {
-        let outcome = done.map_err(anyhow::Error::from).and_then(|r| r);
-        if let Err(e) = outcome {
-            if result.is_ok() {
-                result = Err(e);
-            }
-        }
-        shutdown.cancel();
-    }
-    result
-}
-
-async fn start_frontend(
-    config: &Config,
-    url: &str,
-    pool: db::Pool,
-    shutdown: &CancellationToken,
-    tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
-) -> anyhow::Result<(Arc<Frontend>, Arc<crate::tftp::TftpStats>)> {
-    let trusted = config
-        .http_trusted_proxies
-        .iter()
-        .map(|p| {
-            p.parse::<Prefix>()
-                .map_err(|e| anyhow::anyhow!("http_trusted_proxies: {p}: {e}"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let handle = SnapshotHandle::default();
-    let refresher = RefresherSettings {
-        url: url.to_owned(),
-        full_reload_every: Duration::from_secs(config.snapshot_reload_secs.max(1)),
-        retry_every: Duration::from_millis(500),
-    };
-    {
-        let (handle, token) = (handle.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            crate::snapshot::refresher::run(refresher, handle, token).await;
-            Ok(())
-        });
-    }
-    // Serve the first real snapshot, not an empty one, when the database answers within a few seconds.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !handle.is_loaded() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let events = Arc::new(EventQueue::new(config.fetch_queue_capacity));
-    {
-        let (events, handle, token) = (events.clone(), handle.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            crate::frontend::events::run_writer(
-                events,
-                handle,
-                pool,
-                Duration::from_millis(250),
-                token,
-            )
-            .await;
-            Ok(())
-        });
-    }
-    let frontend = Arc::new(Frontend::new(handle, events));
-    let tftp_config = TftpConfig {
-        listen: config.tftp_listen,
-        max_blksize: config.tftp_max_blksize,
-        max_windowsize: config.tftp_max_windowsize,
-        timeout: Duration::from_millis(config.tftp_timeout_ms.max(1)),
-        retries: config.tftp_retries,
-        max_transfers_per_source: config.tftp_max_transfers_per_source,
-        miss_budget_per_minute: config.tftp_miss_budget_per_minute,
-        cooldown: Duration::from_secs(config.tftp_cooldown_secs),
-        recv_buffer_bytes: config.tftp_recv_buffer_bytes,
-        ..TftpConfig::default()
-    };
-    let tftp = TftpServer::build(tftp_config, frontend.clone())
-        .await
-        .with_context(|| format!("binding TFTP to {}", config.tftp_listen))?;
-    tracing::info!(address = %tftp.local_addr(), "TFTP listening on {}", tftp.local_addr());
-    let stats = tftp.stats();
-    let token = shutdown.clone();
-    tasks.spawn(async move { Ok(tftp.run_until_stopped(token).await?) });
-    let http = HttpFilesServer::build(
-        HttpFilesSettings {
-            listen: config.http_listen,
-            trusted_proxies: trusted,
-            workers: 0,
-        },
-        frontend.clone(),
-    )
-    .with_context(|| format!("binding HTTP files to {}", config.http_listen))?;
-    tracing::info!(address = %http.local_addr(), "HTTP files listening on http://{}", http.local_addr());
-    let token = shutdown.clone();
-    tasks.spawn(async move { Ok(http.run_until_stopped(token).await?) });
-    Ok((frontend, stats))
 }

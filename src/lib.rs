@@ -4,6 +4,7 @@
 //! `auth` (JWT); `config` and `cli` wire processes together.
 
 pub mod api;
+pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -4,10 +4,12 @@
 mod audit;
 mod error;
 mod extract;
+mod files;
 mod health;
 mod networks;
 mod openapi;
 mod phones;
+mod preview;
 mod tenants;
 
 use std::net::{SocketAddr, TcpListener};
@@ -39,6 +41,8 @@ pub struct AppState {
     pub keys: Arc<Keys>,
     /// Request metrics.
     pub metrics: Arc<HttpMetrics>,
+    /// The current provisioning snapshot (previews and config drift).
+    pub snapshot: crate::snapshot::SnapshotHandle,
     /// The provisioning front end in the same process (`serve`), for readiness and metrics.
     pub frontend: Option<Arc<crate::frontend::Frontend>>,
     /// Its TFTP counters.
@@ -125,6 +129,8 @@ fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
                 .configure(tenants::routes)
                 .configure(networks::routes)
                 .configure(phones::routes)
+                .configure(files::routes)
+                .configure(preview::routes)
                 .configure(audit::routes),
         );
 }

@@ -17,6 +17,7 @@ use utoipa::{Modify, OpenApi};
         (name = "tenants", description = "Tenants and their settings"),
         (name = "networks", description = "Source networks that identify a tenant's phones"),
         (name = "phones", description = "Phones and their lines"),
+        (name = "files", description = "Stored files (firmware, ring tones) served byte for byte"),
         (name = "audit", description = "Who changed what"),
         (name = "health", description = "Liveness, readiness, metrics")
     )

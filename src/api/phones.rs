@@ -9,10 +9,11 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::extract::{check_if_match, json_body, PageParams};
+use super::preview::fill_config_state;
 use super::tenants::{actor, load_tenant, with_etag};
 use super::{ApiError, AppState, Problem};
 use crate::auth::{Access, Principal};
-use crate::db::{self, phones::Phone, phones::PhoneFilter};
+use crate::db::{self, phones::ConfigState, phones::Phone, phones::PhoneFilter};
 use crate::domain::settings::merge_patch;
 use crate::domain::{FieldError, MacAddress, Model, PhoneSpec, PhoneSpecInput};
 
@@ -48,6 +49,8 @@ pub struct PhoneQuery {
     pub enabled: Option<bool>,
     /// Case-insensitive text in the label or a line number.
     pub q: Option<String>,
+    /// Only phones in this configuration state.
+    pub config_state: Option<ConfigState>,
 }
 
 /// Body of `POST /v1/tenants/{tenant}/phones`: the phone with its MAC (documentation only; the handler
@@ -254,6 +257,16 @@ pub async fn get_phone(
     let phone = db::phones::find(&client, tenant.id, &mac)
         .await?
         .ok_or_else(|| ApiError::NotFound("no such phone in this tenant".into()))?;
+    let mut phones = [phone];
+    fill_config_state(
+        &client,
+        &state.snapshot.current(),
+        tenant.id,
+        tenant.slug.as_str(),
+        &mut phones,
+    )
+    .await?;
+    let [phone] = phones;
     Ok(with_etag(HttpResponse::Ok().json(&phone), phone.revision))
 }
 
@@ -422,8 +435,30 @@ pub async fn list_phones(
         enabled: q.enabled,
         search: q.q,
     };
-    let mut items =
-        db::phones::list(&client, tenant.id, &filter, after.as_deref(), limit + 1).await?;
+    let snap = state.snapshot.current();
+    let mut items = Vec::new();
+    let mut cursor = after;
+    // Without a state filter one query fills the page; with one, scan forward in batches.
+    loop {
+        let batch_size = if q.config_state.is_some() {
+            500
+        } else {
+            limit + 1
+        };
+        let mut batch =
+            db::phones::list(&client, tenant.id, &filter, cursor.as_deref(), batch_size).await?;
+        let exhausted = (batch.len() as i64) < batch_size;
+        cursor = batch.last().map(|ph| ph.mac.to_string());
+        fill_config_state(&client, &snap, tenant.id, tenant.slug.as_str(), &mut batch).await?;
+        items.extend(
+            batch
+                .into_iter()
+                .filter(|ph| q.config_state.is_none_or(|s| ph.config_state == s)),
+        );
+        if exhausted || items.len() as i64 > limit {
+            break;
+        }
+    }
     let next_cursor = if items.len() as i64 > limit {
         items.truncate(limit as usize);
         items

@@ -29,6 +29,18 @@ pub struct LineOut {
     pub short_label: Option<String>,
 }
 
+/// Configuration drift of a phone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigState {
+    /// Every per-device file it last fetched equals what it would get now.
+    Current,
+    /// At least one differs: the phone needs a resync.
+    Outdated,
+    /// It never fetched a per-device file.
+    NeverFetched,
+}
+
 /// A stored phone.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Phone {
@@ -49,6 +61,8 @@ pub struct Phone {
     pub lines: Vec<LineOut>,
     /// Per-phone overrides.
     pub settings: Settings,
+    /// Whether the phone's last fetched per-device files equal what it would get now.
+    pub config_state: ConfigState,
     /// Creation time.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -84,6 +98,7 @@ fn from_row(r: &Row, lines: Vec<LineOut>) -> Phone {
         enabled: r.get(5),
         lines,
         settings: Settings::from_json(r.get(6)).unwrap_or_default(),
+        config_state: ConfigState::NeverFetched,
         created_at: r.get(7),
         updated_at: r.get(8),
         revision: r.get(9),

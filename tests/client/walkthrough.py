@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import attrs
+import httpx
 
 try:
     from dialtone_client import AuthenticatedClient
@@ -62,6 +63,7 @@ except ImportError as e:  # the document changed so that the generated client la
     print(f"walkthrough: FAIL: the generated client lacks what the walk-through needs: {e}", file=sys.stderr)
     sys.exit(1)
 
+from jsonschema.exceptions import best_match
 from openapi_schema_validator import OAS31Validator
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,6 +78,7 @@ ACME_SETTINGS_JSON: dict[str, Any] = {
     "firmware": {"os79xx": "P0S3-8-12-00", "loads": {"7960": "P0S3-8-12-00", "7942": "SIP42.9-4-2SR3-1S"}},
 }
 
+TIMEOUT = httpx.Timeout(30.0)
 MAC_INPUT = "00:04:f2:a1:b2:c3"
 MAC_CANONICAL = "0004F2A1B2C3"
 
@@ -112,6 +115,7 @@ class Document:
         if errors:
             lines = [f"{what} does not match the document's schema:"]
             for e in errors[:5]:
+                e = best_match([e])  # inside a oneOf/anyOf: the alternative that came closest
                 at = "/".join(str(p) for p in e.absolute_path) or "(root)"
                 lines.append(f"  at {at}: {e.message}")
             raise Failure("\n".join(lines))
@@ -167,7 +171,7 @@ def check_parsed(obj: Any, where: str) -> None:
 class Walk:
     def __init__(self, url: str, token: str, doc: Document) -> None:
         self.client = AuthenticatedClient(base_url=url, token=token, raise_on_unexpected_status=True,
-                                          timeout=None)
+                                          timeout=TIMEOUT)
         self.url = url
         self.doc = doc
         self.steps = 0
@@ -306,7 +310,8 @@ class Walk:
         check(problem.errors[0].path == "mac", f"put_phone bad MAC: errors[0].path {problem.errors[0].path!r}")
         self.ok("a bad MAC is a 422 Problem with errors[0].path == \"mac\"")
 
-        bad = AuthenticatedClient(base_url=self.url, token="not-a-token", raise_on_unexpected_status=True)
+        bad = AuthenticatedClient(base_url=self.url, token="not-a-token", raise_on_unexpected_status=True,
+                                  timeout=TIMEOUT)
         problem, _ = self.call(list_tenants, 401, Problem, client=bad)
         check(problem.status == 401, f"list_tenants without a valid token: Problem.status {problem.status}")
         page, _ = self.call(list_tenants, 200, TenantPage)

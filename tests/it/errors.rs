@@ -33,7 +33,14 @@ type Case = (
 
 #[tokio::test]
 async fn malformed_bodies_wrong_types_and_unknown_routes_are_problems() {
-    let app = TestApp::spawn_on(crate::helpers::database::fresh().await, 64 * 1024).await;
+    let app = TestApp::spawn_with(
+        dialtone::app::Parts {
+            api: true,
+            frontend: false,
+        },
+        |c| c.max_json_body = 64 * 1024,
+    )
+    .await;
     let cases: Vec<Case> = vec![
         (
             Method::POST,
@@ -189,7 +196,7 @@ async fn health_readiness_metrics_and_docs_answer() {
 #[tokio::test]
 async fn readiness_fails_with_503_when_the_database_is_gone() {
     // A database URL where nothing listens.
-    let app = TestApp::spawn_on("host=127.0.0.1 port=1 user=nobody dbname=none".into(), 1024).await;
+    let app = TestApp::spawn_unreachable().await;
     let r = app.call(Method::GET, "/readyz", None, None).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.headers["content-type"], "application/problem+json");

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dialtone::api::{ApiServer, ApiSettings, AppState};
+use dialtone::app::Parts;
 use dialtone::auth::{Keys, Role};
-use dialtone::config::Secret;
+use dialtone::config::{Config, Secret};
 use dialtone::domain::TenantSlug;
 use dialtone::metrics::HttpMetrics;
+use dialtone::snapshot::SnapshotHandle;
 use reqwest::{header::HeaderMap, Method, StatusCode};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -27,6 +29,12 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// The server's keys (for minting tokens).
     pub keys: Arc<Keys>,
+    /// TFTP address, when the front end runs.
+    pub tftp: Option<std::net::SocketAddr>,
+    /// HTTP :6970 address, when the front end runs.
+    pub http_files: Option<std::net::SocketAddr>,
+    /// The process's snapshot.
+    pub snapshot: SnapshotHandle,
     shutdown: CancellationToken,
 }
 
@@ -45,26 +53,84 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
-    /// Starts an API on a fresh database.
+    /// Starts the API (with its snapshot refresher) on a fresh database.
     pub async fn spawn() -> TestApp {
-        let db_url = database::fresh().await;
-        Self::spawn_on(db_url, 1024 * 1024).await
+        Self::spawn_with(
+            Parts {
+                api: true,
+                frontend: false,
+            },
+            |_| {},
+        )
+        .await
     }
 
-    /// Starts an API on `db_url` with a body limit.
-    pub async fn spawn_on(db_url: String, max_body: usize) -> TestApp {
+    /// Starts everything `serve` starts (API, TFTP, HTTP :6970) on a fresh database.
+    pub async fn spawn_full() -> TestApp {
+        Self::spawn_with(Parts::ALL, |_| {}).await
+    }
+
+    /// Starts `parts` on a fresh database, with `adjust` applied to the configuration.
+    pub async fn spawn_with(parts: Parts, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let db_url = database::fresh().await;
+        let mut config = Config {
+            database_url: Some(Secret::new(db_url.clone())),
+            jwt_secret: Some(Secret::new(SECRET)),
+            api_listen: "127.0.0.1:0".parse().unwrap(),
+            tftp_listen: "127.0.0.1:0".parse().unwrap(),
+            http_listen: "127.0.0.1:0".parse().unwrap(),
+            admin_listen: "127.0.0.1:0".parse().unwrap(),
+            api_workers: 2,
+            db_pool_size: 8,
+            max_json_body: 1024 * 1024,
+            ..Config::default()
+        };
+        adjust(&mut config);
+        let shutdown = CancellationToken::new();
+        let url = config.database_url.as_ref().unwrap().expose().to_owned();
+        let running = dialtone::app::start(&config, &url, parts, false, shutdown.clone())
+            .await
+            .expect("start dialtone");
+        let base = running
+            .api
+            .map(|a| format!("http://{a}"))
+            .unwrap_or_default();
+        let (tftp, http_files, snapshot) = (running.tftp, running.http, running.snapshot.clone());
+        tokio::spawn(running.wait());
+        let keys = Arc::new(dialtone::app::keys(&config).unwrap());
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        TestApp {
+            base,
+            db_url,
+            http,
+            keys,
+            tftp,
+            http_files,
+            snapshot,
+            shutdown,
+        }
+    }
+
+    /// An API whose database cannot be reached (for 503 tests).
+    pub async fn spawn_unreachable() -> TestApp {
+        let db_url = "host=127.0.0.1 port=1 user=nobody dbname=none connect_timeout=1".to_owned();
         let keys = Arc::new(Keys::new(Some(&Secret::new(SECRET)), &[], "dialtone").unwrap());
         let pool = dialtone::db::pool(&db_url, 8).unwrap();
+        let snapshot = SnapshotHandle::default();
         let state = AppState {
             pool,
             keys: keys.clone(),
             metrics: Arc::new(HttpMetrics::default()),
+            snapshot: snapshot.clone(),
             frontend: None,
             tftp_stats: None,
         };
         let settings = ApiSettings {
             listen: "127.0.0.1:0".parse().unwrap(),
-            max_body,
+            max_body: 1024,
             workers: 2,
         };
         let server = ApiServer::build(settings, state).unwrap();
@@ -80,6 +146,9 @@ impl TestApp {
             db_url,
             http,
             keys,
+            tftp: None,
+            http_files: None,
+            snapshot,
             shutdown,
         }
     }

@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# The committed OpenAPI document must be usable, not only valid: validate openapi/openapi.json with
+# openapi-spec-validator, generate a Python client from it with openapi-python-client, and drive the
+# README's walk-through (tests/client/walkthrough.py) with that client against a running `dialtone serve`
+# on a private data dir. Then stop the server with SIGTERM and check that it exits 0 and that its private
+# PostgreSQL is gone.
+#
+# Run from anywhere as `bash .ci/openapi-client.sh`. Needs python3 (with venv, installed from Debian's
+# packages when missing and run as root) and PyPI. Uses target/debug/dialtone (built when missing;
+# DIALTONE_BIN overrides). The last line is `openapi-client: N passed, M failed`.
+set -euo pipefail
+
+# Pinned tools (both run on Python 3.11; the generated client needs Python >= 3.11).
+OPENAPI_SPEC_VALIDATOR_VERSION=0.9.0
+OPENAPI_PYTHON_CLIENT_VERSION=0.29.1
+
+START_DEADLINE=120   # seconds for the server to log its API address (includes initdb)
+STOP_DEADLINE=30     # seconds for the server to exit after SIGTERM
+PG_GONE_DEADLINE=5   # seconds for the private PostgreSQL to be gone after that
+WALK_DEADLINE=300    # seconds for the walk-through
+
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+bin=${DIALTONE_BIN:-target/debug/dialtone}
+
+# Under /tmp, whatever TMPDIR says: the private PostgreSQL (another user) must reach it.
+work=$(mktemp -d /tmp/dialtone-openapi-client.XXXXXX)
+# The private PostgreSQL runs as another user: it must be able to reach the data dir.
+chmod 755 "$work"
+data="$work/data"
+log="$work/server.log"
+server_pid=""
+result=""
+
+say() { echo "openapi-client: $*"; }
+
+strip_ansi() { sed 's/\x1b\[[0-9;]*m//g'; }
+
+show_log() {
+    if [[ -s $log ]]; then
+        echo "---- server log (last 100 lines) ----" >&2
+        tail -n 100 "$log" | strip_ansi >&2
+        echo "---- end of server log ----" >&2
+    fi
+}
+
+fail() {
+    echo "openapi-client: FAIL: $*" >&2
+    result=failed
+    exit 1
+}
+
+# Processes of the data dir: the private PostgreSQL and its helpers, found by a command line that names
+# the data dir (the postmaster, its stop watchdog) or a working directory inside it (the postmaster's
+# children, whose command lines read `postgres: checkpointer` and the like).
+procs_of_data_dir() {
+    local p cmd cwd
+    for p in /proc/[0-9]*; do
+        [[ ${p#/proc/} == "$$" || ${p#/proc/} == "$BASHPID" ]] && continue
+        cmd=$({ tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null) || continue
+        cwd=$(readlink "$p/cwd" 2>/dev/null) || cwd=""
+        if [[ $cmd == *"$data/"* || $cwd == "$data/"* ]]; then
+            echo "${p#/proc/} $cmd"
+        fi
+    done
+    return 0
+}
+
+cleanup() {
+    local rc=$?
+    set +e
+    if [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null; then
+        kill -TERM "$server_pid" 2>/dev/null
+        for _ in $(seq 1 "$((STOP_DEADLINE * 10))"); do
+            kill -0 "$server_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$server_pid" 2>/dev/null
+        wait "$server_pid" 2>/dev/null
+    fi
+    # Whatever of the private PostgreSQL is still there (only after a failure): stop it by its id.
+    local left
+    left=$(procs_of_data_dir | cut -d' ' -f1)
+    if [[ -n $left ]]; then
+        # shellcheck disable=SC2086
+        kill -TERM $left 2>/dev/null
+        sleep 1
+    fi
+    rm -rf "$work"
+    if [[ $rc -eq 0 && -z $result ]]; then
+        say "1 passed, 0 failed"
+    else
+        say "0 passed, 1 failed"
+        rc=1
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- tools ------------------------------------------------------------------------------------------
+
+if [[ ! -x $bin ]]; then
+    say "building $bin"
+    cargo build --quiet || fail "cargo build failed"
+fi
+
+venv="$work/venv"
+if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+    # Debian ships venv (ensurepip) separately.
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+        say "installing python3-venv"
+        rm -rf "$venv"
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+        python3 -m venv "$venv" || fail "python3 -m venv failed even with python3-venv installed"
+    else
+        fail "python3 -m venv does not work here (on Debian: apt-get install python3-venv)"
+    fi
+fi
+py="$venv/bin/python"
+say "installing openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION openapi-python-client==$OPENAPI_PYTHON_CLIENT_VERSION"
+"$py" -m pip install --quiet --disable-pip-version-check --no-input \
+    "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION" \
+    "openapi-python-client==$OPENAPI_PYTHON_CLIENT_VERSION" ||
+    fail "pip could not install the tools"
+
+# --- the document -----------------------------------------------------------------------------------
+
+say "validating openapi/openapi.json"
+"$venv/bin/openapi-spec-validator" openapi/openapi.json || fail "openapi/openapi.json is not a valid OpenAPI document"
+
+say "generating the Python client"
+# The generator formats its output with ruff, which it installs into the venv: put the venv first on PATH.
+# Any generator warning (a schema or operation it could not turn into code) fails the check.
+PATH="$venv/bin:$PATH" "$venv/bin/openapi-python-client" generate \
+    --path openapi/openapi.json --output-path "$work/client" --meta poetry --fail-on-warning \
+    >"$work/generate.log" 2>&1 || { cat "$work/generate.log" >&2; fail "openapi-python-client could not generate a clean client"; }
+"$py" -m pip install --quiet --disable-pip-version-check --no-input "$work/client" ||
+    fail "the generated client does not install"
+
+# --- the server -------------------------------------------------------------------------------------
+
+mkdir -m 755 "$data"
+say "starting $bin serve on $data"
+env -u DIALTONE_DATABASE_URL \
+    DIALTONE_DATA_DIR="$data" \
+    DIALTONE_API_LISTEN=127.0.0.1:0 \
+    DIALTONE_TFTP_LISTEN=127.0.0.1:0 \
+    DIALTONE_HTTP_LISTEN=127.0.0.1:0 \
+    "$bin" serve >"$log" 2>&1 </dev/null &
+server_pid=$!
+
+url=""
+for _ in $(seq 1 "$((START_DEADLINE * 10))"); do
+    url=$(strip_ansi <"$log" | grep -o 'API listening on http://[0-9.]*:[0-9]*' | head -n 1 | sed 's/^API listening on //' || true)
+    [[ -n $url ]] && break
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+        show_log
+        fail "the server exited before listening"
+    fi
+    sleep 0.1
+done
+if [[ -z $url ]]; then
+    show_log
+    fail "the server did not log 'API listening on' within ${START_DEADLINE}s"
+fi
+say "server listening on $url"
+
+token=$(env -u DIALTONE_DATABASE_URL DIALTONE_DATA_DIR="$data" "$bin" token issue --role platform-admin) ||
+    { show_log; fail "dialtone token issue failed"; }
+
+# --- the walk-through -------------------------------------------------------------------------------
+
+walk_rc=0
+DIALTONE_URL="$url" DIALTONE_TOKEN="$token" DIALTONE_OPENAPI="$repo/openapi/openapi.json" \
+    timeout "$WALK_DEADLINE" "$py" tests/client/walkthrough.py || walk_rc=$?
+
+# --- shutdown ---------------------------------------------------------------------------------------
+
+kill -TERM "$server_pid"
+stopped=""
+for _ in $(seq 1 "$((STOP_DEADLINE * 10))"); do
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+        stopped=yes
+        break
+    fi
+    sleep 0.1
+done
+if [[ -z $stopped ]]; then
+    show_log
+    fail "the server did not exit within ${STOP_DEADLINE}s of SIGTERM"
+fi
+server_rc=0
+wait "$server_pid" || server_rc=$?
+server_pid=""
+
+left=""
+for _ in $(seq 1 "$((PG_GONE_DEADLINE * 10))"); do
+    left=$(procs_of_data_dir)
+    [[ -z $left ]] && break
+    sleep 0.1
+done
+
+if [[ $walk_rc -ne 0 ]]; then
+    show_log
+    fail "the walk-through failed (exit $walk_rc)"
+fi
+if [[ $server_rc -ne 0 ]]; then
+    show_log
+    fail "the server exited $server_rc after SIGTERM, not 0"
+fi
+if [[ -n $left ]]; then
+    echo "$left" >&2
+    fail "processes of the private PostgreSQL under $data remain ${PG_GONE_DEADLINE}s after the server exited"
+fi
+say "server stopped cleanly; no PostgreSQL left under the data dir"

@@ -1,0 +1,255 @@
+//! What phones get and got: previews of rendered files (exactly the bytes a phone would be served),
+//! fetch history, configuration drift (current / outdated / never fetched), and discovered devices.
+
+use std::collections::HashMap;
+
+use actix_web::{get, web, HttpResponse};
+use deadpool_postgres::GenericClient;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::extract::PageParams;
+use super::files::Binary;
+use super::tenants::load_tenant;
+use super::{ApiError, AppState, Problem};
+use crate::auth::{Access, Principal};
+use crate::db::fetches::{DiscoveredDevice, FetchEvent};
+use crate::db::phones::{ConfigState, Phone};
+use crate::db::{self};
+use crate::domain::MacAddress;
+use crate::provisioning::{self, Miss};
+use crate::snapshot::Snapshot;
+
+pub(super) fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.service(preview_phone_file)
+        .service(preview_tenant_file)
+        .service(phone_fetches)
+        .service(discovered_devices);
+}
+
+/// A page of fetch events.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FetchPage {
+    /// Events, newest first.
+    pub items: Vec<FetchEvent>,
+    /// Cursor of the next (older) page.
+    pub next_cursor: Option<String>,
+}
+
+/// A page of discovered devices.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DiscoveredPage {
+    /// Devices by MAC.
+    pub items: Vec<DiscoveredDevice>,
+    /// Cursor of the next page.
+    pub next_cursor: Option<String>,
+}
+
+fn miss_error(m: Miss) -> ApiError {
+    ApiError::NotFound(
+        match m {
+            Miss::KnownAbsent => "phones get \"file not found\" for this name (nothing configured, or a trust-list name)",
+            Miss::BadName => "not a name phones can request",
+            Miss::DeviceDisabled => "the phone is disabled: it gets nothing",
+            Miss::TenantDisabled => "the tenant is disabled: its phones get nothing",
+            _ => "phones get \"file not found\" for this name",
+        }
+        .into(),
+    )
+}
+
+fn served_response(s: provisioning::Served) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(s.content_type)
+        .insert_header(("X-Content-SHA256", hex::encode(Sha256::digest(&s.bytes))))
+        .body(s.bytes)
+}
+
+fn tenant_index(snap: &Snapshot, slug: &str) -> Result<usize, ApiError> {
+    // The snapshot follows the database within milliseconds; a tenant created an instant ago may not be
+    // in it yet.
+    snap.tenant_by_slug(slug).ok_or_else(|| {
+        ApiError::Conflict(
+            "the provisioning snapshot has not caught up with this tenant yet; retry".into(),
+        )
+    })
+}
+
+/// Exactly what a phone would be served for `file_name` (passwords included: tenant and platform admins only).
+#[utoipa::path(tag = "phones", params(("tenant" = String, Path, description = "tenant slug"), ("mac" = String, Path, description = "MAC in any usual notation"), ("file_name" = String, Path, description = "e.g. SIP0004F2A1B2C3.cnf, SEP0004F2A1B2C3.cnf.xml, SIPDefault.cnf")), security(("bearer" = [])), responses(
+    (status = 200, description = "the bytes the phone would get", body = Binary, content_type = "application/octet-stream"),
+    (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "viewers, other tenants", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "the phone would get \"file not found\"", body = Problem, content_type = "application/problem+json")
+))]
+#[get("/tenants/{tenant}/phones/{mac}/files/{file_name}")]
+pub async fn preview_phone_file(
+    state: web::Data<AppState>,
+    p: Principal,
+    path: web::Path<(String, String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (slug, mac, file) = path.into_inner();
+    // Previews carry SIP passwords: only those who may write the phone may see them.
+    if !p.may(&slug, Access::Write) {
+        return Err(ApiError::Forbidden);
+    }
+    let mac: MacAddress = mac
+        .parse()
+        .map_err(|e: crate::domain::ParseMacError| ApiError::invalid("mac", e.to_string()))?;
+    let client = state.pool.get().await.map_err(db::DbError::from)?;
+    let tenant = load_tenant(&client, &p, &slug, Access::Write, false).await?;
+    db::phones::find(&client, tenant.id, &mac)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such phone in this tenant".into()))?;
+    let snap = state.snapshot.current();
+    let t = tenant_index(&snap, &slug)?;
+    let served = provisioning::preview_device(&snap, t, mac, &file).map_err(miss_error)?;
+    Ok(served_response(served))
+}
+
+/// Exactly what any source in the tenant's networks would be served for a tenant-wide or stored file.
+#[utoipa::path(tag = "files", params(("tenant" = String, Path, description = "tenant slug"), ("file_name" = String, Path, description = "e.g. SIPDefault.cnf, OS79XX.TXT, dialplan.xml")), security(("bearer" = [])), responses(
+    (status = 200, description = "the bytes phones of this tenant would get", body = Binary, content_type = "application/octet-stream"),
+    (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "viewers, other tenants", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "phones would get \"file not found\"", body = Problem, content_type = "application/problem+json")
+))]
+#[get("/tenants/{tenant}/files-preview/{file_name}")]
+pub async fn preview_tenant_file(
+    state: web::Data<AppState>,
+    p: Principal,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (slug, file) = path.into_inner();
+    if !p.may(&slug, Access::Write) {
+        return Err(ApiError::Forbidden);
+    }
+    let client = state.pool.get().await.map_err(db::DbError::from)?;
+    load_tenant(&client, &p, &slug, Access::Write, false).await?;
+    let snap = state.snapshot.current();
+    let t = tenant_index(&snap, &slug)?;
+    let served = provisioning::preview_tenant(&snap, t, &file).map_err(miss_error)?;
+    if served.phone.is_some() {
+        return Err(ApiError::NotFound(
+            "a per-device file: preview it under /phones/{mac}/files/".into(),
+        ));
+    }
+    Ok(served_response(served))
+}
+
+/// A phone's fetch history, newest first.
+#[utoipa::path(tag = "phones", params(("tenant" = String, Path, description = "tenant slug"), ("mac" = String, Path, description = "MAC in any usual notation"), PageParams), security(("bearer" = [])), responses(
+    (status = 200, description = "fetch events", body = FetchPage),
+    (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "no such tenant or phone", body = Problem, content_type = "application/problem+json")
+))]
+#[get("/tenants/{tenant}/phones/{mac}/fetches")]
+pub async fn phone_fetches(
+    state: web::Data<AppState>,
+    p: Principal,
+    path: web::Path<(String, String)>,
+    q: web::Query<PageParams>,
+) -> Result<HttpResponse, ApiError> {
+    let (slug, mac) = path.into_inner();
+    if !p.may(&slug, Access::Read) {
+        return Err(ApiError::Forbidden);
+    }
+    let mac: MacAddress = mac
+        .parse()
+        .map_err(|e: crate::domain::ParseMacError| ApiError::invalid("mac", e.to_string()))?;
+    let limit = q.limit()?;
+    let before = match q.after()? {
+        None => None,
+        Some(c) => Some(
+            c.parse::<i64>()
+                .map_err(|_| ApiError::invalid("cursor", "not a cursor returned by this API"))?,
+        ),
+    };
+    let client = state.pool.get().await.map_err(db::DbError::from)?;
+    let tenant = load_tenant(&client, &p, &slug, Access::Read, false).await?;
+    db::phones::find(&client, tenant.id, &mac)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such phone in this tenant".into()))?;
+    let mut items =
+        db::fetches::history(&client, tenant.id, &mac.to_string(), before, limit + 1).await?;
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|e| db::encode_cursor(&e.id.to_string()))
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(FetchPage { items, next_cursor }))
+}
+
+/// MACs that asked for their files from this tenant's networks and have no phone yet.
+#[utoipa::path(tag = "phones", params(("tenant" = String, Path, description = "tenant slug"), PageParams), security(("bearer" = [])), responses(
+    (status = 200, description = "discovered devices", body = DiscoveredPage),
+    (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "no such tenant", body = Problem, content_type = "application/problem+json")
+))]
+#[get("/tenants/{tenant}/discovered-devices")]
+pub async fn discovered_devices(
+    state: web::Data<AppState>,
+    p: Principal,
+    path: web::Path<String>,
+    q: web::Query<PageParams>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = q.limit()?;
+    let after = q.after()?;
+    let client = state.pool.get().await.map_err(db::DbError::from)?;
+    let tenant = load_tenant(&client, &p, &path, Access::Read, false).await?;
+    let mut items =
+        db::fetches::discovered(&client, tenant.id, after.as_deref(), limit + 1).await?;
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|d| db::encode_cursor(&d.mac))
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(DiscoveredPage { items, next_cursor }))
+}
+
+/// Sets `config_state` on each phone: compares the SHA-256 of each per-device file it last fetched with
+/// what the current snapshot renders for it.
+pub(super) async fn fill_config_state(
+    c: &impl GenericClient,
+    snap: &Snapshot,
+    tenant_id: Uuid,
+    slug: &str,
+    phones: &mut [Phone],
+) -> Result<(), ApiError> {
+    if phones.is_empty() {
+        return Ok(());
+    }
+    let macs: Vec<String> = phones.iter().map(|p| p.mac.to_string()).collect();
+    let mut last: HashMap<String, Vec<(String, Vec<u8>)>> = HashMap::new();
+    for (mac, file, sha, _) in db::fetches::last_served(c, tenant_id, &macs).await? {
+        last.entry(mac).or_default().push((file, sha));
+    }
+    let t = snap.tenant_by_slug(slug);
+    for phone in phones.iter_mut() {
+        phone.config_state = match last.get(&phone.mac.to_string()) {
+            None => ConfigState::NeverFetched,
+            Some(files) => {
+                let current = t.is_some_and(|t| {
+                    files.iter().all(|(name, sha)| {
+                        match provisioning::preview_device(snap, t, phone.mac, name) {
+                            Ok(s) => Sha256::digest(&s.bytes)[..] == sha[..],
+                            Err(_) => false,
+                        }
+                    })
+                });
+                if current {
+                    ConfigState::Current
+                } else {
+                    ConfigState::Outdated
+                }
+            }
+        };
+    }
+    Ok(())
+}
