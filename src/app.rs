@@ -186,6 +186,40 @@ struct Bound {
     http: Option<SocketAddr>,
 }
 
+/// Binds TFTP. With the default address only: on a host without IPv6 fall back to `0.0.0.0`, and without
+/// the privilege to bind port 69 fall back to 6969 (with a warning), so that `serve` runs anywhere;
+/// an address configured explicitly is used as given or fails.
+async fn bind_tftp(
+    config: TftpConfig,
+    frontend: Arc<Frontend>,
+    is_default: bool,
+) -> std::io::Result<TftpServer> {
+    let first = TftpServer::build(config.clone(), frontend.clone()).await;
+    let Err(e) = first else { return first };
+    if !is_default {
+        return Err(e);
+    }
+    let mut alt = config;
+    if e.kind() != std::io::ErrorKind::PermissionDenied {
+        alt.listen = SocketAddr::from(([0, 0, 0, 0], alt.listen.port()));
+        if let Ok(server) = TftpServer::build(alt.clone(), frontend.clone()).await {
+            tracing::warn!("IPv6 is unavailable here; TFTP listens on IPv4 only");
+            return Ok(server);
+        }
+    }
+    for listen in [
+        SocketAddr::from((alt.listen.ip(), 6969)),
+        SocketAddr::from(([0, 0, 0, 0], 6969)),
+    ] {
+        alt.listen = listen;
+        if let Ok(server) = TftpServer::build(alt.clone(), frontend.clone()).await {
+            tracing::warn!(error = %e, "cannot bind TFTP port 69 (run as root or grant CAP_NET_BIND_SERVICE); using {listen} instead");
+            return Ok(server);
+        }
+    }
+    Err(e)
+}
+
 /// Starts the snapshot refresher and waits (a few seconds at most) for the first load, so that phones
 /// are served from a real snapshot rather than an empty one when the database answers.
 async fn start_refresher(
@@ -258,9 +292,13 @@ async fn start_frontend(
         recv_buffer_bytes: config.tftp_recv_buffer_bytes,
         ..TftpConfig::default()
     };
-    let tftp = TftpServer::build(tftp_config, frontend.clone())
-        .await
-        .with_context(|| format!("binding TFTP to {}", config.tftp_listen))?;
+    let tftp = bind_tftp(
+        tftp_config,
+        frontend.clone(),
+        config.tftp_listen == Config::default().tftp_listen,
+    )
+    .await
+    .with_context(|| format!("binding TFTP to {}", config.tftp_listen))?;
     tracing::info!(address = %tftp.local_addr(), "TFTP listening on {}", tftp.local_addr());
     bound.tftp = Some(tftp.local_addr());
     let stats = tftp.stats();

@@ -38,7 +38,8 @@ pub struct AuditPage {
     (status = 200, description = "a page of events", body = AuditPage),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "viewers and other tenants' admins", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "bad limit or cursor", body = Problem, content_type = "application/problem+json")
+    (status = 422, description = "bad limit or cursor", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/audit-events")]
 pub async fn list_audit_events(

@@ -73,10 +73,21 @@ pub fn json_body<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result<
                 inner.column()
             ))
         } else {
-            let path = if path == "." { String::new() } else { path };
+            let mut path = if path == "." { String::new() } else { path };
             // serde's message without the position suffix (the path says where).
             let msg = inner.to_string();
             let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+            // A missing field is reported at its parent; name the field itself.
+            if let Some(field) = msg
+                .strip_prefix("missing field `")
+                .and_then(|m| m.split('`').next())
+            {
+                path = if path.is_empty() {
+                    field.to_owned()
+                } else {
+                    format!("{path}.{field}")
+                };
+            }
             ApiError::Invalid(vec![FieldError::new(path, msg)])
         }
     })?;

@@ -191,7 +191,8 @@ async fn page(
 /// List global files (any authenticated caller: every tenant's phones see them).
 #[utoipa::path(tag = "files", params(PageParams), security(("bearer" = [])), responses(
     (status = 200, description = "a page of global files", body = FilePage),
-    (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json")
+    (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/files")]
 pub async fn list_global(
@@ -203,14 +204,16 @@ pub async fn list_global(
 }
 
 /// Upload or replace a global file (platform admin). The body is the raw content.
-#[utoipa::path(tag = "files", params(("name" = String, Path, description = "file name")), request_body(content = Binary, content_type = "application/octet-stream"), security(("bearer" = [])), responses(
-    (status = 200, description = "replaced", body = FileMeta),
-    (status = 201, description = "created", body = FileMeta),
+#[utoipa::path(tag = "files", params(("If-Match" = Option<String>, Header, description = "ETag of a previous read; 412 when the resource has changed since"), ("name" = String, Path, description = "file name")), request_body(content = Binary, content_type = "application/octet-stream"), security(("bearer" = [])), responses(
+    (status = 200, description = "replaced", body = FileMeta, headers(("ETag" = String, description = "revision of the resource; send it in If-Match"))),
+    (status = 201, description = "created", body = FileMeta, headers(("ETag" = String, description = "revision of the resource; send it in If-Match"))),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "not a platform admin", body = Problem, content_type = "application/problem+json"),
     (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json"),
     (status = 413, description = "too large", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "bad name", body = Problem, content_type = "application/problem+json")
+    (status = 422, description = "bad name", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
 #[put("/files/{name}")]
 pub async fn put_global(
@@ -232,7 +235,8 @@ pub async fn put_global(
 #[utoipa::path(tag = "files", params(("name" = String, Path, description = "file name")), security(("bearer" = [])), responses(
     (status = 200, description = "the content", body = Binary, content_type = "application/octet-stream"),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
-    (status = 404, description = "no such file", body = Problem, content_type = "application/problem+json")
+    (status = 404, description = "no such file", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/files/{name}")]
 pub async fn get_global(
@@ -244,12 +248,13 @@ pub async fn get_global(
 }
 
 /// Delete a global file (platform admin).
-#[utoipa::path(tag = "files", params(("name" = String, Path, description = "file name")), security(("bearer" = [])), responses(
+#[utoipa::path(tag = "files", params(("If-Match" = Option<String>, Header, description = "ETag of a previous read; 412 when the resource has changed since"), ("name" = String, Path, description = "file name")), security(("bearer" = [])), responses(
     (status = 204, description = "deleted"),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "not a platform admin", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such file", body = Problem, content_type = "application/problem+json"),
-    (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json")
+    (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
 #[delete("/files/{name}")]
 pub async fn delete_global(
@@ -269,7 +274,8 @@ pub async fn delete_global(
     (status = 200, description = "a page of the tenant's files", body = FilePage),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
-    (status = 404, description = "no such tenant", body = Problem, content_type = "application/problem+json")
+    (status = 404, description = "no such tenant", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/tenants/{tenant}/files")]
 pub async fn list_tenant_files(
@@ -285,15 +291,17 @@ pub async fn list_tenant_files(
 }
 
 /// Upload or replace a tenant file; it shadows a global file of the same name for this tenant.
-#[utoipa::path(tag = "files", params(("tenant" = String, Path, description = "tenant slug"), ("name" = String, Path, description = "file name")), request_body(content = Binary, content_type = "application/octet-stream"), security(("bearer" = [])), responses(
-    (status = 200, description = "replaced", body = FileMeta),
-    (status = 201, description = "created", body = FileMeta),
+#[utoipa::path(tag = "files", params(("If-Match" = Option<String>, Header, description = "ETag of a previous read; 412 when the resource has changed since"), ("tenant" = String, Path, description = "tenant slug"), ("name" = String, Path, description = "file name")), request_body(content = Binary, content_type = "application/octet-stream"), security(("bearer" = [])), responses(
+    (status = 200, description = "replaced", body = FileMeta, headers(("ETag" = String, description = "revision of the resource; send it in If-Match"))),
+    (status = 201, description = "created", body = FileMeta, headers(("ETag" = String, description = "revision of the resource; send it in If-Match"))),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such tenant", body = Problem, content_type = "application/problem+json"),
     (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json"),
     (status = 413, description = "too large", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "bad name", body = Problem, content_type = "application/problem+json")
+    (status = 422, description = "bad name", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
 #[put("/tenants/{tenant}/files/{name}")]
 pub async fn put_tenant_file(
@@ -329,7 +337,8 @@ pub async fn put_tenant_file(
     (status = 200, description = "the content", body = Binary, content_type = "application/octet-stream"),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
-    (status = 404, description = "no such tenant or file", body = Problem, content_type = "application/problem+json")
+    (status = 404, description = "no such tenant or file", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/tenants/{tenant}/files/{name}")]
 pub async fn get_tenant_file(
@@ -346,12 +355,13 @@ pub async fn get_tenant_file(
 }
 
 /// Delete a tenant file.
-#[utoipa::path(tag = "files", params(("tenant" = String, Path, description = "tenant slug"), ("name" = String, Path, description = "file name")), security(("bearer" = [])), responses(
+#[utoipa::path(tag = "files", params(("If-Match" = Option<String>, Header, description = "ETag of a previous read; 412 when the resource has changed since"), ("tenant" = String, Path, description = "tenant slug"), ("name" = String, Path, description = "file name")), security(("bearer" = [])), responses(
     (status = 204, description = "deleted"),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such tenant or file", body = Problem, content_type = "application/problem+json"),
-    (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json")
+    (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
 #[delete("/tenants/{tenant}/files/{name}")]
 pub async fn delete_tenant_file(

@@ -53,12 +53,15 @@ fn min_tenant_prefix(p: &Prefix) -> u8 {
 
 /// Add a network to a tenant. 409 when it overlaps another tenant's network.
 #[utoipa::path(tag = "networks", params(("tenant" = String, Path, description = "tenant slug")), request_body = CreateNetwork, security(("bearer" = [])), responses(
-    (status = 201, description = "created", body = Network),
+    (status = 201, description = "created", body = Network, headers(("ETag" = String, description = "revision of the resource; send it in If-Match"))),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such tenant", body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "overlaps another tenant's network, or already exists", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "invalid values", body = Problem, content_type = "application/problem+json")
+    (status = 422, description = "invalid values", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request", body = Problem, content_type = "application/problem+json"),
+    (status = 415, description = "the body is not JSON", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
 #[post("/tenants/{tenant}/networks")]
 pub async fn create_network(
@@ -149,7 +152,8 @@ async fn overlap_error(
     (status = 200, description = "a page of networks", body = NetworkPage),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
-    (status = 404, description = "no such tenant", body = Problem, content_type = "application/problem+json")
+    (status = 404, description = "no such tenant", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/tenants/{tenant}/networks")]
 pub async fn list_networks(
@@ -185,10 +189,11 @@ fn parse_id(s: &str) -> Result<Uuid, ApiError> {
 
 /// Read one network.
 #[utoipa::path(tag = "networks", params(("tenant" = String, Path, description = "tenant slug"), ("id" = String, Path, description = "network id")), security(("bearer" = [])), responses(
-    (status = 200, description = "the network", body = Network),
+    (status = 200, description = "the network", body = Network, headers(("ETag" = String, description = "revision of the resource; send it in If-Match"))),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
-    (status = 404, description = "no such tenant or network", body = Problem, content_type = "application/problem+json")
+    (status = 404, description = "no such tenant or network", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/tenants/{tenant}/networks/{id}")]
 pub async fn get_network(
@@ -206,12 +211,13 @@ pub async fn get_network(
 }
 
 /// Remove a network.
-#[utoipa::path(tag = "networks", params(("tenant" = String, Path, description = "tenant slug"), ("id" = String, Path, description = "network id")), security(("bearer" = [])), responses(
+#[utoipa::path(tag = "networks", params(("If-Match" = Option<String>, Header, description = "ETag of a previous read; 412 when the resource has changed since"), ("tenant" = String, Path, description = "tenant slug"), ("id" = String, Path, description = "network id")), security(("bearer" = [])), responses(
     (status = 204, description = "deleted"),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such tenant or network", body = Problem, content_type = "application/problem+json"),
-    (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json")
+    (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
 #[delete("/tenants/{tenant}/networks/{id}")]
 pub async fn delete_network(

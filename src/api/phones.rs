@@ -15,7 +15,9 @@ use super::{ApiError, AppState, Problem};
 use crate::auth::{Access, Principal};
 use crate::db::{self, phones::ConfigState, phones::Phone, phones::PhoneFilter};
 use crate::domain::settings::merge_patch;
-use crate::domain::{FieldError, MacAddress, Model, PhoneSpec, PhoneSpecInput};
+use crate::domain::{
+    FieldError, LineInput, MacAddress, Model, PhoneSpec, PhoneSpecInput, Settings,
+};
 
 pub(super) fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.service(create_phone)
@@ -53,17 +55,31 @@ pub struct PhoneQuery {
     pub config_state: Option<ConfigState>,
 }
 
-/// Body of `POST /v1/tenants/{tenant}/phones`: the phone with its MAC (documentation only; the handler
-/// reads `mac` and parses the rest as [`PhoneSpecInput`]).
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
+/// Body of `POST /v1/tenants/{tenant}/phones`: the PUT body plus the MAC.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreatePhone {
     /// MAC in any usual notation.
     #[schema(example = "00:04:f2:a1:b2:c3")]
     pub mac: String,
-    /// The rest of the phone, as for PUT.
-    #[serde(flatten)]
-    pub phone: PhoneSpecInput,
+    /// Model number (`7960`).
+    #[schema(example = "7960")]
+    pub model: String,
+    /// Top-right label on the phone.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Free text for operators.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Whether the phone is provisioned (default true).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Lines, 1 to the model's line-key count.
+    pub lines: Vec<LineInput>,
+    /// Per-phone settings overrides.
+    #[serde(default)]
+    #[schema(value_type = Option<Settings>)]
+    pub settings: Option<serde_json::Value>,
 }
 
 fn parse_mac(s: &str) -> Result<MacAddress, ApiError> {
@@ -91,12 +107,15 @@ fn other_tenant() -> ApiError {
 
 /// Create a phone; 409 if the MAC exists in this or any other tenant.
 #[utoipa::path(tag = "phones", params(("tenant" = String, Path, description = "tenant slug")), request_body = CreatePhone, security(("bearer" = [])), responses(
-    (status = 201, description = "created", body = Phone),
+    (status = 201, description = "created", body = Phone, headers(("ETag" = String, description = "revision of the resource; send it in If-Match"))),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such tenant", body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "the MAC exists", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "invalid values", body = Problem, content_type = "application/problem+json")
+    (status = 422, description = "invalid values", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request", body = Problem, content_type = "application/problem+json"),
+    (status = 415, description = "the body is not JSON", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
 #[post("/tenants/{tenant}/phones")]
 pub async fn create_phone(
@@ -109,22 +128,16 @@ pub async fn create_phone(
     if !p.may(&path, Access::Write) {
         return Err(ApiError::Forbidden);
     }
-    let mut value: serde_json::Value = json_body(&req, &body)?;
-    let mac = match value.as_object_mut().and_then(|o| o.remove("mac")) {
-        Some(serde_json::Value::String(s)) => parse_mac(&s)?,
-        _ => {
-            return Err(ApiError::invalid(
-                "mac",
-                "required: the phone's MAC address",
-            ))
-        }
+    let input: CreatePhone = json_body(&req, &body)?;
+    let mac = parse_mac(&input.mac)?;
+    let input = PhoneSpecInput {
+        model: input.model,
+        label: input.label,
+        description: input.description,
+        enabled: input.enabled,
+        lines: input.lines,
+        settings: input.settings,
     };
-    let input: PhoneSpecInput = serde_path_to_error::deserialize(value).map_err(|e| {
-        ApiError::Invalid(vec![FieldError::new(
-            e.path().to_string(),
-            e.into_inner().to_string(),
-        )])
-    })?;
     let spec = parse_spec(input)?;
     let mut client = state.pool.get().await.map_err(db::DbError::from)?;
     let tx = client.transaction().await.map_err(db::DbError::from)?;
@@ -159,15 +172,18 @@ pub async fn create_phone(
 
 /// Create or replace a phone (idempotent). 201 when created, 200 when replaced; 409 if another tenant owns
 /// the MAC. A line sent without `password` keeps the password stored for that line position.
-#[utoipa::path(tag = "phones", params(("tenant" = String, Path, description = "tenant slug"), ("mac" = String, Path, description = "MAC in any usual notation")), request_body = PhoneSpecInput, security(("bearer" = [])), responses(
-    (status = 200, description = "replaced", body = Phone),
-    (status = 201, description = "created", body = Phone),
+#[utoipa::path(tag = "phones", params(("If-Match" = Option<String>, Header, description = "ETag of a previous read; 412 when the resource has changed since"), ("tenant" = String, Path, description = "tenant slug"), ("mac" = String, Path, description = "MAC in any usual notation")), request_body = PhoneSpecInput, security(("bearer" = [])), responses(
+    (status = 200, description = "replaced", body = Phone, headers(("ETag" = String, description = "revision of the resource; send it in If-Match"))),
+    (status = 201, description = "created", body = Phone, headers(("ETag" = String, description = "revision of the resource; send it in If-Match"))),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such tenant", body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "another tenant owns the MAC", body = Problem, content_type = "application/problem+json"),
     (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "invalid values", body = Problem, content_type = "application/problem+json")
+    (status = 422, description = "invalid values", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request", body = Problem, content_type = "application/problem+json"),
+    (status = 415, description = "the body is not JSON", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
 #[put("/tenants/{tenant}/phones/{mac}")]
 pub async fn put_phone(
@@ -235,11 +251,12 @@ pub async fn put_phone(
 
 /// Read a phone.
 #[utoipa::path(tag = "phones", params(("tenant" = String, Path, description = "tenant slug"), ("mac" = String, Path, description = "MAC in any usual notation")), security(("bearer" = [])), responses(
-    (status = 200, description = "the phone", body = Phone),
+    (status = 200, description = "the phone", body = Phone, headers(("ETag" = String, description = "revision of the resource; send it in If-Match"))),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such tenant or phone", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "not a MAC address", body = Problem, content_type = "application/problem+json")
+    (status = 422, description = "not a MAC address", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/tenants/{tenant}/phones/{mac}")]
 pub async fn get_phone(
@@ -272,13 +289,16 @@ pub async fn get_phone(
 
 /// Change part of a phone: an RFC 7396 merge patch over its PUT representation (`lines` replaces the whole
 /// list; `settings` merges key by key).
-#[utoipa::path(tag = "phones", params(("tenant" = String, Path, description = "tenant slug"), ("mac" = String, Path, description = "MAC in any usual notation")), request_body(content = Object, description = "merge patch over the phone's PUT body"), security(("bearer" = [])), responses(
-    (status = 200, description = "the changed phone", body = Phone),
+#[utoipa::path(tag = "phones", params(("If-Match" = Option<String>, Header, description = "ETag of a previous read; 412 when the resource has changed since"), ("tenant" = String, Path, description = "tenant slug"), ("mac" = String, Path, description = "MAC in any usual notation")), request_body(content = Object, description = "merge patch over the phone's PUT body"), security(("bearer" = [])), responses(
+    (status = 200, description = "the changed phone", body = Phone, headers(("ETag" = String, description = "revision of the resource; send it in If-Match"))),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such tenant or phone", body = Problem, content_type = "application/problem+json"),
     (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "invalid values", body = Problem, content_type = "application/problem+json")
+    (status = 422, description = "invalid values", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request", body = Problem, content_type = "application/problem+json"),
+    (status = 415, description = "the body is not JSON", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
 #[patch("/tenants/{tenant}/phones/{mac}")]
 pub async fn patch_phone(
@@ -352,13 +372,14 @@ pub async fn patch_phone(
 }
 
 /// Delete a phone.
-#[utoipa::path(tag = "phones", params(("tenant" = String, Path, description = "tenant slug"), ("mac" = String, Path, description = "MAC in any usual notation")), security(("bearer" = [])), responses(
+#[utoipa::path(tag = "phones", params(("If-Match" = Option<String>, Header, description = "ETag of a previous read; 412 when the resource has changed since"), ("tenant" = String, Path, description = "tenant slug"), ("mac" = String, Path, description = "MAC in any usual notation")), security(("bearer" = [])), responses(
     (status = 204, description = "deleted"),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such tenant or phone", body = Problem, content_type = "application/problem+json"),
     (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "not a MAC address", body = Problem, content_type = "application/problem+json")
+    (status = 422, description = "not a MAC address", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
 #[delete("/tenants/{tenant}/phones/{mac}")]
 pub async fn delete_phone(
@@ -400,7 +421,8 @@ pub async fn delete_phone(
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such tenant", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "bad filter, limit or cursor", body = Problem, content_type = "application/problem+json")
+    (status = 422, description = "bad filter, limit or cursor", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/tenants/{tenant}/phones")]
 pub async fn list_phones(

@@ -82,7 +82,8 @@ fn tenant_index(snap: &Snapshot, slug: &str) -> Result<usize, ApiError> {
     (status = 200, description = "the bytes the phone would get", body = Binary, content_type = "application/octet-stream"),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "viewers, other tenants", body = Problem, content_type = "application/problem+json"),
-    (status = 404, description = "the phone would get \"file not found\"", body = Problem, content_type = "application/problem+json")
+    (status = 404, description = "the phone would get \"file not found\"", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/tenants/{tenant}/phones/{mac}/files/{file_name}")]
 pub async fn preview_phone_file(
@@ -114,7 +115,8 @@ pub async fn preview_phone_file(
     (status = 200, description = "the bytes phones of this tenant would get", body = Binary, content_type = "application/octet-stream"),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "viewers, other tenants", body = Problem, content_type = "application/problem+json"),
-    (status = 404, description = "phones would get \"file not found\"", body = Problem, content_type = "application/problem+json")
+    (status = 404, description = "phones would get \"file not found\"", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/tenants/{tenant}/files-preview/{file_name}")]
 pub async fn preview_tenant_file(
@@ -144,7 +146,8 @@ pub async fn preview_tenant_file(
     (status = 200, description = "fetch events", body = FetchPage),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
-    (status = 404, description = "no such tenant or phone", body = Problem, content_type = "application/problem+json")
+    (status = 404, description = "no such tenant or phone", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/tenants/{tenant}/phones/{mac}/fetches")]
 pub async fn phone_fetches(
@@ -189,7 +192,8 @@ pub async fn phone_fetches(
     (status = 200, description = "discovered devices", body = DiscoveredPage),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
-    (status = 404, description = "no such tenant", body = Problem, content_type = "application/problem+json")
+    (status = 404, description = "no such tenant", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/tenants/{tenant}/discovered-devices")]
 pub async fn discovered_devices(

@@ -116,11 +116,14 @@ pub(super) fn with_etag(mut resp: HttpResponse, revision: i64) -> HttpResponse {
 
 /// Create a tenant (platform admin).
 #[utoipa::path(tag = "tenants", request_body = CreateTenant, security(("bearer" = [])), responses(
-    (status = 201, description = "created", body = Tenant),
+    (status = 201, description = "created", body = Tenant, headers(("ETag" = String, description = "revision of the resource; send it in If-Match"))),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "not a platform admin", body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "the slug is taken", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "invalid values", body = Problem, content_type = "application/problem+json")
+    (status = 422, description = "invalid values", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request", body = Problem, content_type = "application/problem+json"),
+    (status = 415, description = "the body is not JSON", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
 #[post("/tenants")]
 pub async fn create_tenant(
@@ -177,7 +180,8 @@ pub async fn create_tenant(
 #[utoipa::path(tag = "tenants", params(PageParams), security(("bearer" = [])), responses(
     (status = 200, description = "a page of tenants", body = TenantPage),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "bad limit or cursor", body = Problem, content_type = "application/problem+json")
+    (status = 422, description = "bad limit or cursor", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/tenants")]
 pub async fn list_tenants(
@@ -212,10 +216,11 @@ fn page(mut items: Vec<Tenant>, limit: i64, key: impl Fn(&Tenant) -> String) -> 
 
 /// Read a tenant.
 #[utoipa::path(tag = "tenants", params(("tenant" = String, Path, description = "tenant slug")), security(("bearer" = [])), responses(
-    (status = 200, description = "the tenant", body = Tenant),
+    (status = 200, description = "the tenant", body = Tenant, headers(("ETag" = String, description = "revision of the resource; send it in If-Match"))),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
-    (status = 404, description = "no such tenant", body = Problem, content_type = "application/problem+json")
+    (status = 404, description = "no such tenant", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/tenants/{tenant}")]
 pub async fn get_tenant(
@@ -229,13 +234,16 @@ pub async fn get_tenant(
 }
 
 /// Change a tenant: name, enabled (platform admin), settings (deep merge, RFC 7396). Honours `If-Match`.
-#[utoipa::path(tag = "tenants", params(("tenant" = String, Path, description = "tenant slug")), request_body = PatchTenant, security(("bearer" = [])), responses(
-    (status = 200, description = "the changed tenant", body = Tenant),
+#[utoipa::path(tag = "tenants", params(("If-Match" = Option<String>, Header, description = "ETag of a previous read; 412 when the resource has changed since"), ("tenant" = String, Path, description = "tenant slug")), request_body = PatchTenant, security(("bearer" = [])), responses(
+    (status = 200, description = "the changed tenant", body = Tenant, headers(("ETag" = String, description = "revision of the resource; send it in If-Match"))),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such tenant", body = Problem, content_type = "application/problem+json"),
     (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "invalid values", body = Problem, content_type = "application/problem+json")
+    (status = 422, description = "invalid values", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request", body = Problem, content_type = "application/problem+json"),
+    (status = 415, description = "the body is not JSON", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
 #[patch("/tenants/{tenant}")]
 pub async fn patch_tenant(
@@ -297,13 +305,14 @@ pub async fn patch_tenant(
 }
 
 /// Delete a tenant (platform admin). Refused with 409 while it has phones or networks, unless `cascade=true`.
-#[utoipa::path(tag = "tenants", params(("tenant" = String, Path, description = "tenant slug"), DeleteParams), security(("bearer" = [])), responses(
+#[utoipa::path(tag = "tenants", params(("If-Match" = Option<String>, Header, description = "ETag of a previous read; 412 when the resource has changed since"), ("tenant" = String, Path, description = "tenant slug"), DeleteParams), security(("bearer" = [])), responses(
     (status = 204, description = "deleted"),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "not a platform admin", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such tenant", body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "the tenant still has phones or networks", body = Problem, content_type = "application/problem+json"),
-    (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json")
+    (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
 #[delete("/tenants/{tenant}")]
 pub async fn delete_tenant(

@@ -74,7 +74,7 @@ pub struct PhoneSpecInput {
     pub lines: Vec<LineInput>,
     /// Per-phone settings overrides.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Settings>)]
     pub settings: Option<serde_json::Value>,
 }
 
