@@ -361,6 +361,115 @@ mod tests {
         assert!(v.may("acme", Access::Read) && !v.may("acme", Access::Write));
     }
 
+    fn fixture(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/keys")
+            .join(name)
+    }
+
+    fn claims(role: &str) -> Claims {
+        Claims {
+            sub: "portal".into(),
+            role: role.into(),
+            tenant: Some("acme".into()),
+            exp: now() + 600,
+            aud: "dialtone".into(),
+            iat: None,
+        }
+    }
+
+    #[test]
+    fn tokens_from_an_identity_provider_verify_with_configured_public_keys() {
+        let public =
+            [("EdDSA", "ed25519"), ("ES256", "es256"), ("RS256", "rs256")].map(|(alg, f)| {
+                PublicKeyConfig {
+                    algorithm: alg.into(),
+                    pem_file: fixture(&format!("{f}-public.pem")),
+                    kid: None,
+                }
+            });
+        let keys = Keys::new(
+            Some(&Secret::new("0123456789abcdef0123456789abcdef")),
+            &public,
+            "dialtone",
+        )
+        .unwrap();
+        for (alg, file, enc) in [
+            (
+                Algorithm::EdDSA,
+                "ed25519",
+                EncodingKey::from_ed_pem as fn(&[u8]) -> _,
+            ),
+            (Algorithm::ES256, "es256", EncodingKey::from_ec_pem),
+            (Algorithm::RS256, "rs256", EncodingKey::from_rsa_pem),
+        ] {
+            let pem = std::fs::read(fixture(&format!("{file}-private.pem"))).unwrap();
+            let key = enc(&pem).unwrap();
+            let token =
+                jsonwebtoken::encode(&Header::new(alg), &claims("tenant-admin"), &key).unwrap();
+            let p = keys
+                .verify(&token)
+                .unwrap_or_else(|e| panic!("{alg:?}: {e}"));
+            assert_eq!(p.role, Role::TenantAdmin);
+            assert_eq!(p.tenant.unwrap().as_str(), "acme");
+            // The same claims, tampered after signing, fail.
+            let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+            parts[1] = parts[1].chars().rev().collect();
+            assert!(keys.verify(&parts.join(".")).is_err(), "{alg:?} tampered");
+        }
+    }
+
+    #[test]
+    fn an_hs256_token_signed_with_a_public_key_is_refused() {
+        // Algorithm confusion: the attacker knows the public PEM and uses it as an HMAC secret.
+        let pem_path = fixture("ed25519-public.pem");
+        let public = [PublicKeyConfig {
+            algorithm: "EdDSA".into(),
+            pem_file: pem_path.clone(),
+            kid: None,
+        }];
+        let pem = std::fs::read(&pem_path).unwrap();
+        let forged = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims("tenant-admin"),
+            &EncodingKey::from_secret(&pem),
+        )
+        .unwrap();
+        // With an HS256 secret configured: the signature does not match it.
+        let keys = Keys::new(
+            Some(&Secret::new("0123456789abcdef0123456789abcdef")),
+            &public,
+            "dialtone",
+        )
+        .unwrap();
+        assert_eq!(
+            keys.verify(&forged),
+            Err(AuthError::Invalid("bad signature"))
+        );
+        // With public keys only: HS256 is not accepted at all.
+        let keys = Keys::new(None, &public, "dialtone").unwrap();
+        assert_eq!(
+            keys.verify(&forged),
+            Err(AuthError::Invalid("algorithm not accepted"))
+        );
+    }
+
+    #[test]
+    fn bad_key_configuration_fails_at_start() {
+        let wrong = [PublicKeyConfig {
+            algorithm: "ES256".into(),
+            pem_file: fixture("ed25519-public.pem"),
+            kid: None,
+        }];
+        assert!(Keys::new(None, &wrong, "dialtone").is_err());
+        let unknown = [PublicKeyConfig {
+            algorithm: "HS512".into(),
+            pem_file: fixture("ed25519-public.pem"),
+            kid: None,
+        }];
+        assert!(Keys::new(None, &unknown, "dialtone").is_err());
+    }
+
     #[test]
     fn short_secrets_are_refused() {
         assert!(Keys::new(Some(&Secret::new("short")), &[], "dialtone").is_err());

@@ -1,0 +1,196 @@
+//! HTTP :6970: GET and HEAD, Content-Length, content types, 404 on a miss, no redirects, and
+//! `X-Forwarded-For` only from configured trusted proxies.
+
+use std::time::Duration;
+
+use dialtone::app::Parts;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use super::clients;
+use super::{
+    eventually, http_files, patch_settings, put_global_file, put_phone, sha256_hex,
+    tenant_with_network, tftp, wait_snapshot,
+};
+use crate::helpers::TestApp;
+
+const MAC: &str = "0004F2A1B2C3";
+const MAC_42: &str = "0004F2420042";
+
+fn header<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    r.headers().get(name).map(|v| v.to_str().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn get_and_head_with_lengths_types_and_misses() {
+    let app = TestApp::spawn_full().await;
+    tenant_with_network(&app, "alpha", "127.0.1.0/24").await;
+    put_phone(&app, "alpha", MAC, "7960", "1001").await;
+    put_phone(&app, "alpha", MAC_42, "7942", "1042").await;
+    let firmware = super::prng(300_000, 9);
+    put_global_file(&app, "P0S3-8-12-00.sb2", firmware.clone()).await;
+    wait_snapshot(&app, "127.0.1.5", "P0S3-8-12-00.sb2", |_| true).await;
+    wait_snapshot(&app, "127.0.1.5", &format!("SEP{MAC_42}.cnf.xml"), |_| true).await;
+
+    let web = clients::http_from("127.0.1.5");
+    let base = http_files(&app);
+    for (name, ctype) in [
+        ("SIPDefault.cnf".to_owned(), "text/plain"),
+        (format!("SIP{MAC}.cnf"), "text/plain"),
+        ("OS79XX.TXT".to_owned(), "text/plain"),
+        ("RINGLIST.DAT".to_owned(), "text/plain"),
+        (format!("SEP{MAC_42}.cnf.xml"), "text/xml"),
+        (format!("SEP{MAC}.cnf.xml"), "text/xml"),
+        ("XMLDefault.cnf.xml".to_owned(), "text/xml"),
+        ("dialplan.xml".to_owned(), "text/xml"),
+        ("syncinfo.xml".to_owned(), "text/xml"),
+        ("P0S3-8-12-00.sb2".to_owned(), "application/octet-stream"),
+    ] {
+        let url = clients::file_url(base, &name);
+        let r = web.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "GET {name}");
+        let ct = header(&r, "content-type").unwrap_or_default().to_owned();
+        assert!(ct.starts_with(ctype), "GET {name}: content-type {ct}, want {ctype}");
+        let len: usize = header(&r, "content-length")
+            .unwrap_or_else(|| panic!("GET {name}: no Content-Length"))
+            .parse()
+            .unwrap();
+        let body = r.bytes().await.unwrap();
+        assert_eq!(len, body.len(), "GET {name}: Content-Length");
+        assert!(!body.is_empty(), "GET {name}: empty");
+        // Same namespace, same bytes as TFTP.
+        let t = clients::tftp_get(tftp(&app), "127.0.1.5", &name, &[])
+            .await
+            .unwrap_or_else(|e| panic!("TFTP {name}: {e:?}"));
+        assert_eq!(sha256_hex(&body), sha256_hex(&t.data), "{name}: HTTP vs TFTP");
+        if name.ends_with(".sb2") {
+            assert!(body[..] == firmware[..], "firmware bytes differ");
+        }
+        // HEAD: same status and headers, no body.
+        let h = web.head(&url).send().await.unwrap();
+        assert_eq!(h.status(), StatusCode::OK, "HEAD {name}");
+        assert_eq!(header(&h, "content-type").unwrap_or_default(), ct, "HEAD {name}");
+        assert_eq!(
+            header(&h, "content-length").map(|v| v.parse::<usize>().unwrap()),
+            Some(len),
+            "HEAD {name}: Content-Length"
+        );
+        assert!(h.bytes().await.unwrap().is_empty(), "HEAD {name}: a body");
+    }
+
+    // Misses are 404 (HEAD too), never a redirect.
+    for name in [
+        "no-such-file.bin",
+        "SIP0004F2FFFFFF.cnf",
+        "CTLSEP0004F2A1B2C3.tlv",
+        "ITLFile.tlv",
+        "",
+        "Desktops/",
+        "sub/dir/",
+    ] {
+        let url = clients::file_url(base, name);
+        for m in [Method::GET, Method::HEAD] {
+            let r = web.request(m.clone(), &url).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::NOT_FOUND, "{m} /{name}");
+            assert!(header(&r, "location").is_none(), "{m} /{name}: a Location");
+        }
+    }
+    // Non-canonical spellings are served in place, not redirected to the canonical name.
+    for name in ["/SIPDefault.cnf", "sipdefault.cnf", "./dialplan.xml"] {
+        let r = web.get(clients::file_url(base, name)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "/{name}");
+        assert!(header(&r, "location").is_none());
+    }
+    // Other methods are not served.
+    let r = web
+        .post(clients::file_url(base, "SIPDefault.cnf"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_client_error(),
+        "POST answered {}",
+        r.status()
+    );
+    // Without configured proxies, X-Forwarded-For is ignored.
+    let r = clients::http_from("127.0.3.5")
+        .get(clients::file_url(base, "SIPDefault.cnf"))
+        .header("X-Forwarded-For", "127.0.1.5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn x_forwarded_for_is_honoured_only_from_trusted_proxies() {
+    let app = TestApp::spawn_with(Parts::ALL, |c| {
+        c.http_trusted_proxies = vec!["127.0.9.0/24".into()]
+    })
+    .await;
+    tenant_with_network(&app, "alpha", "127.0.1.0/24").await;
+    tenant_with_network(&app, "bravo", "127.0.2.0/24").await;
+    patch_settings(&app, "bravo", json!({"sip": {"registrar": "sip.bravo.example"}})).await;
+    put_phone(&app, "alpha", MAC, "7960", "1001").await;
+    wait_snapshot(&app, "127.0.1.5", &format!("SIP{MAC}.cnf"), |_| true).await;
+    wait_snapshot(&app, "127.0.2.5", "SIPDefault.cnf", |b| {
+        String::from_utf8_lossy(b).contains("sip.bravo.example")
+    })
+    .await;
+    let base = http_files(&app);
+    let get = |peer: &'static str, xff: Option<&'static str>, name: String| async move {
+        let mut req = clients::http_from(peer).get(clients::file_url(base, &name));
+        if let Some(x) = xff {
+            req = req.header("X-Forwarded-For", x);
+        }
+        let r = req.send().await.unwrap();
+        (r.status(), String::from_utf8_lossy(&r.bytes().await.unwrap()).into_owned())
+    };
+    let own = format!("SIP{MAC}.cnf");
+
+    // From a trusted proxy: the right-most untrusted address decides the tenant.
+    let (s, body) = get("127.0.9.5", Some("127.0.1.5"), own.clone()).await;
+    assert_eq!(s, StatusCode::OK, "proxied request for alpha's phone");
+    assert!(body.contains("line1_name: \"1001\""), "{body}");
+    let (s, _) = get("127.0.9.5", Some("203.0.113.9, 127.0.1.5, 127.0.9.7"), own.clone()).await;
+    assert_eq!(s, StatusCode::OK, "chain through two trusted proxies");
+    let (s, body) = get("127.0.9.5", Some("127.0.2.5"), "SIPDefault.cnf".into()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(body.contains("sip.bravo.example"), "served as bravo: {body}");
+    // The proxy itself is in no tenant network.
+    let (s, _) = get("127.0.9.5", None, "SIPDefault.cnf".into()).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "the proxy without X-Forwarded-For");
+    // From anyone else the header is ignored.
+    let (s, _) = get("127.0.3.5", Some("127.0.1.5"), own.clone()).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "untrusted peer in no network");
+    let (s, _) = get("127.0.2.5", Some("127.0.1.5"), own.clone()).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "bravo's network claiming to be alpha");
+    let (s, body) = get("127.0.2.5", Some("127.0.1.5"), "SIPDefault.cnf".into()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(body.contains("sip.bravo.example"), "served as bravo: {body}");
+
+    // Fetch history records the forwarded client, not the proxy.
+    let token = app.admin();
+    let items = eventually(Duration::from_secs(5), "the proxied fetch in the history", || {
+        let (app, token) = (&app, token.clone());
+        async move {
+            let r = app
+                .call(
+                    Method::GET,
+                    &format!("/v1/tenants/alpha/phones/{MAC}/fetches"),
+                    Some(&token),
+                    None,
+                )
+                .await;
+            let items = r.body["items"].as_array().cloned().unwrap_or_default();
+            (items.len() >= 2).then_some(items)
+        }
+    })
+    .await;
+    for e in &items {
+        assert_eq!(e["protocol"], "http");
+        assert_eq!(e["source"], "127.0.1.5", "{e}");
+        assert_eq!(e["outcome"], "served");
+    }
+}
