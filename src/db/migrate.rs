@@ -12,6 +12,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "files_and_fetches",
         include_str!("../../sql/V2__files_and_fetches.sql"),
     ),
+    (
+        3,
+        "change_txids",
+        include_str!("../../sql/V3__change_txids.sql"),
+    ),
 ];
 
 /// Advisory-lock key that serialises concurrent `migrate` runs across processes.

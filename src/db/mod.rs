@@ -77,11 +77,10 @@ impl From<tokio_postgres::Error> for DbError {
 }
 
 impl From<deadpool_postgres::PoolError> for DbError {
+    /// Failing to get a connection (refused, timed out, authentication, "not accepting connections") means
+    /// the database is unavailable to this process, whatever the server said.
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        match e {
-            deadpool_postgres::PoolError::Backend(e) => e.into(),
-            other => DbError::Unavailable(other.to_string()),
-        }
+        DbError::Unavailable(e.to_string())
     }
 }
 

@@ -1,9 +1,11 @@
-//! Everything the provisioning snapshot needs, read in one REPEATABLE READ transaction.
+//! Everything the provisioning snapshot needs, read in one REPEATABLE READ transaction; in full, or as a
+//! delta over the previous snapshot.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio_postgres::{Client, IsolationLevel};
+use tokio_postgres::{IsolationLevel, Transaction};
 use uuid::Uuid;
 
 use super::DbError;
@@ -13,6 +15,20 @@ use crate::snapshot::{LineView, PhoneView, Snapshot, StoredFile, TenantView};
 /// Blob contents already in memory, by SHA-256, so that a reload fetches only new blobs.
 pub type BlobCache = HashMap<[u8; 32], Bytes>;
 
+/// A loaded snapshot and the database snapshot (`pg_current_snapshot()`) it reflects.
+pub struct Loaded {
+    /// The snapshot.
+    pub snapshot: Snapshot,
+    /// The transaction snapshot of the load, for the next delta.
+    pub xsnapshot: String,
+    /// Whether only changed phones were read.
+    pub delta: bool,
+}
+
+/// Rows written by transactions that database snapshot `$1` could not see.
+const UNSEEN: &str =
+    "txid >= pg_snapshot_xmin($1::text::pg_snapshot) AND NOT pg_visible_in_snapshot(txid, $1::text::pg_snapshot)";
+
 fn settings(v: serde_json::Value) -> Settings {
     // Most rows carry `{}`: skip the parser for them.
     if v.as_object().is_some_and(|o| o.is_empty()) {
@@ -21,14 +37,25 @@ fn settings(v: serde_json::Value) -> Settings {
     Settings::from_json(v).unwrap_or_default()
 }
 
-/// Loads a consistent snapshot. `blobs` is updated with new contents and pruned of unused ones.
-pub async fn load(client: &mut Client, blobs: &mut BlobCache) -> Result<Snapshot, DbError> {
+/// Loads a consistent snapshot. With `previous` (a snapshot and the database snapshot it reflects), only
+/// the phones written since are read and the others are shared with it; tenants, networks and file names
+/// (small) are always read whole, and a change in the set of tenants forces a full load. `blobs` is
+/// updated with new contents and pruned of unused ones.
+pub async fn load(
+    client: &mut tokio_postgres::Client,
+    blobs: &mut BlobCache,
+    previous: Option<(&Snapshot, &str)>,
+) -> Result<Loaded, DbError> {
     let tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()
         .await?;
+    let xsnapshot: String = tx
+        .query_one("SELECT pg_current_snapshot()::text", &[])
+        .await?
+        .get(0);
     let sequence: i64 = tx
         .query_one(
             "SELECT GREATEST(
@@ -62,7 +89,6 @@ pub async fn load(client: &mut Client, blobs: &mut BlobCache) -> Result<Snapshot
             files: HashMap::new(),
         });
     }
-
     let networks: Vec<(Prefix, usize)> = tx
         .query("SELECT tenant_id, cidr FROM networks", &[])
         .await?
@@ -75,11 +101,71 @@ pub async fn load(client: &mut Client, blobs: &mut BlobCache) -> Result<Snapshot
         })
         .collect();
 
+    // A delta needs the same tenants at the same indices as the previous snapshot.
+    let previous = previous.filter(|(prev, _)| {
+        prev.tenants().len() == tenants.len()
+            && prev
+                .tenants()
+                .iter()
+                .zip(&tenants)
+                .all(|(a, b)| a.id == b.id)
+    });
+    let phones = match previous {
+        None => read_phones(&tx, &index, None).await?,
+        Some((prev, x)) => {
+            let changed = read_phones(&tx, &index, Some(x)).await?;
+            let gone: HashSet<String> = tx
+                .query(
+                    &format!("SELECT key FROM tombstones WHERE kind = 'phone' AND {UNSEEN}"),
+                    &[&x],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let fresh: HashSet<MacAddress> = changed.iter().map(|p| p.mac).collect();
+            let mut all: Vec<Arc<PhoneView>> = prev
+                .phones_shared()
+                .filter(|p| {
+                    !fresh.contains(&p.mac)
+                        && (gone.is_empty() || !gone.contains(&p.mac.to_string()))
+                })
+                .cloned()
+                .collect();
+            all.extend(changed);
+            all
+        }
+    };
+    let global = read_files(&tx, &index, &mut tenants, blobs).await?;
+    tx.commit().await?;
+    Ok(Loaded {
+        snapshot: Snapshot::build_shared(sequence, tenants, networks, phones, global),
+        xsnapshot,
+        delta: previous.is_some(),
+    })
+}
+
+/// Phones with their lines: all of them, or those written since database snapshot `since`.
+async fn read_phones(
+    tx: &Transaction<'_>,
+    index: &HashMap<Uuid, usize>,
+    since: Option<&str>,
+) -> Result<Vec<Arc<PhoneView>>, DbError> {
+    let (phone_filter, line_filter) = match since {
+        Some(_) => (
+            format!(" WHERE {UNSEEN}"),
+            format!(" WHERE phone_mac IN (SELECT mac FROM phones WHERE {UNSEEN})"),
+        ),
+        None => (
+            " WHERE $1::text IS NULL".to_owned(),
+            " WHERE $1::text IS NULL".to_owned(),
+        ),
+    };
     let mut lines: HashMap<String, Vec<LineView>> = HashMap::new();
-    for r in tx
-        .query("SELECT phone_mac, number, auth_name, password, display_name, short_label FROM phone_lines ORDER BY phone_mac, position", &[])
-        .await?
-    {
+    let line_sql = format!(
+        "SELECT phone_mac, number, auth_name, password, display_name, short_label FROM phone_lines{line_filter} ORDER BY phone_mac, position"
+    );
+    for r in tx.query(&line_sql, &[&since]).await? {
         lines.entry(r.get(0)).or_default().push(LineView {
             number: r.get(1),
             auth_name: r.get(2),
@@ -89,13 +175,9 @@ pub async fn load(client: &mut Client, blobs: &mut BlobCache) -> Result<Snapshot
         });
     }
     let mut phones = Vec::new();
-    for r in tx
-        .query(
-            "SELECT mac, tenant_id, model, label, enabled, settings FROM phones",
-            &[],
-        )
-        .await?
-    {
+    let phone_sql =
+        format!("SELECT mac, tenant_id, model, label, enabled, settings FROM phones{phone_filter}");
+    for r in tx.query(&phone_sql, &[&since]).await? {
         let mac_text: String = r.get(0);
         let (Some(mac), Some(&tenant), Ok(model)) = (
             MacAddress::from_bare_hex(&mac_text),
@@ -104,7 +186,7 @@ pub async fn load(client: &mut Client, blobs: &mut BlobCache) -> Result<Snapshot
         ) else {
             continue;
         };
-        phones.push(PhoneView {
+        phones.push(Arc::new(PhoneView {
             tenant,
             mac,
             model,
@@ -112,21 +194,30 @@ pub async fn load(client: &mut Client, blobs: &mut BlobCache) -> Result<Snapshot
             enabled: r.get(4),
             lines: lines.remove(&mac_text).unwrap_or_default(),
             settings: settings(r.get(5)),
-        });
+        }));
     }
+    Ok(phones)
+}
 
-    let file_rows = tx
+/// File names of every scope; tenant files go into their tenant, global ones are returned. Blob contents
+/// come from the cache, and only missing ones are read.
+async fn read_files(
+    tx: &Transaction<'_>,
+    index: &HashMap<Uuid, usize>,
+    tenants: &mut [TenantView],
+    blobs: &mut BlobCache,
+) -> Result<Vec<(String, StoredFile)>, DbError> {
+    let rows = tx
         .query("SELECT tenant_id, name, sha256 FROM files", &[])
         .await?;
-    let mut wanted: Vec<Vec<u8>> = Vec::new();
-    for r in &file_rows {
-        let sha: Vec<u8> = r.get(2);
-        if let Ok(key) = <[u8; 32]>::try_from(sha.as_slice()) {
-            if !blobs.contains_key(&key) {
-                wanted.push(sha);
-            }
-        }
-    }
+    let key_of =
+        |r: &tokio_postgres::Row| <[u8; 32]>::try_from(r.get::<_, Vec<u8>>(2).as_slice()).ok();
+    let wanted: Vec<Vec<u8>> = rows
+        .iter()
+        .filter_map(key_of)
+        .filter(|k| !blobs.contains_key(k))
+        .map(|k| k.to_vec())
+        .collect();
     if !wanted.is_empty() {
         for r in tx
             .query(
@@ -136,21 +227,15 @@ pub async fn load(client: &mut Client, blobs: &mut BlobCache) -> Result<Snapshot
             .await?
         {
             let sha: Vec<u8> = r.get(0);
-            let content: Vec<u8> = r.get(1);
             if let Ok(key) = <[u8; 32]>::try_from(sha.as_slice()) {
-                blobs.insert(key, Bytes::from(content));
+                blobs.insert(key, Bytes::from(r.get::<_, Vec<u8>>(1)));
             }
         }
     }
-    tx.commit().await?;
-
-    let mut used = std::collections::HashSet::new();
+    let mut used = HashSet::new();
     let mut global = Vec::new();
-    for r in &file_rows {
-        let sha: Vec<u8> = r.get(2);
-        let Ok(key) = <[u8; 32]>::try_from(sha.as_slice()) else {
-            continue;
-        };
+    for r in &rows {
+        let Some(key) = key_of(r) else { continue };
         let Some(bytes) = blobs.get(&key) else {
             continue;
         };
@@ -169,5 +254,5 @@ pub async fn load(client: &mut Client, blobs: &mut BlobCache) -> Result<Snapshot
         }
     }
     blobs.retain(|k, _| used.contains(k));
-    Ok(Snapshot::build(sequence, tenants, networks, phones, global))
+    Ok(global)
 }

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -193,7 +193,7 @@ pub struct Snapshot {
     tenant_files_ci: Vec<HashMap<String, String>>,
     tenant_phones: Vec<Vec<MacAddress>>,
     networks: PrefixTable,
-    phones: HashMap<MacAddress, PhoneView>,
+    phones: HashMap<MacAddress, Arc<PhoneView>>,
     global_files: HashMap<String, StoredFile>,
     global_files_ci: HashMap<String, String>,
     memo: Vec<OnceLock<u32>>,
@@ -220,9 +220,22 @@ impl Snapshot {
         phones: Vec<PhoneView>,
         global_files: Vec<(String, StoredFile)>,
     ) -> Snapshot {
+        let phones = phones.into_iter().map(Arc::new).collect();
+        Snapshot::build_shared(sequence, tenants, networks, phones, global_files)
+    }
+
+    /// Like [`Snapshot::build`], with phones shared with an earlier snapshot (delta updates).
+    pub fn build_shared(
+        sequence: i64,
+        tenants: Vec<TenantView>,
+        networks: Vec<(Prefix, usize)>,
+        phones: Vec<Arc<PhoneView>>,
+        global_files: Vec<(String, StoredFile)>,
+    ) -> Snapshot {
         let n = tenants.len();
         let networks: Vec<(Prefix, usize)> = networks.into_iter().filter(|(_, t)| *t < n).collect();
-        let mut phone_map: HashMap<MacAddress, PhoneView> = HashMap::with_capacity(phones.len());
+        let mut phone_map: HashMap<MacAddress, Arc<PhoneView>> =
+            HashMap::with_capacity(phones.len());
         let mut tenant_phones: Vec<Vec<MacAddress>> = vec![Vec::new(); n];
         for phone in phones {
             if phone.tenant >= n || phone_map.contains_key(&phone.mac) {
@@ -275,7 +288,12 @@ impl Snapshot {
 
     /// The phone with this MAC, whatever its tenant.
     pub fn phone(&self, mac: MacAddress) -> Option<&PhoneView> {
-        self.phones.get(&mac)
+        self.phones.get(&mac).map(|p| p.as_ref())
+    }
+
+    /// Every phone, shared (for building the next snapshot from this one).
+    pub fn phones_shared(&self) -> impl Iterator<Item = &Arc<PhoneView>> {
+        self.phones.values()
     }
 
     /// The MACs of a tenant's phones, sorted.

@@ -169,7 +169,8 @@ async fn follow(
     let result = async {
         client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
         handle.inner.connected.store(true, Ordering::Relaxed);
-        reload(&mut client, handle, blobs).await?;
+        // After (re)connecting, always a full load: notifications sent meanwhile are lost.
+        let mut xsnapshot = reload(&mut client, handle, blobs, None).await?;
         let mut tick = tokio::time::interval(settings.full_reload_every);
         tick.tick().await;
         loop {
@@ -181,9 +182,9 @@ async fn follow(
                     }
                     // Coalesce a burst: everything already queued is covered by one reload.
                     while notes.try_recv().is_ok() {}
-                    reload(&mut client, handle, blobs).await?;
+                    xsnapshot = reload(&mut client, handle, blobs, Some(&xsnapshot)).await?;
                 }
-                _ = tick.tick() => reload(&mut client, handle, blobs).await?,
+                _ = tick.tick() => xsnapshot = reload(&mut client, handle, blobs, None).await?,
             }
         }
     }
@@ -192,20 +193,25 @@ async fn follow(
     result
 }
 
+/// Loads (a delta over the current snapshot when `since` is given) and swaps it in; returns the database
+/// snapshot the load reflects.
 async fn reload(
     client: &mut tokio_postgres::Client,
     handle: &SnapshotHandle,
     blobs: &mut BlobCache,
-) -> Result<(), db::DbError> {
+    since: Option<&str>,
+) -> Result<String, db::DbError> {
     let start = Instant::now();
-    let snapshot = db::snapshot::load(client, blobs).await?;
+    let current = handle.current();
+    let loaded = db::snapshot::load(client, blobs, since.map(|x| (current.as_ref(), x))).await?;
     let elapsed = start.elapsed();
     tracing::debug!(
-        sequence = snapshot.sequence,
-        phones = snapshot.phone_count(),
+        sequence = loaded.snapshot.sequence,
+        phones = loaded.snapshot.phone_count(),
+        delta = loaded.delta,
         ms = elapsed.as_millis() as u64,
         "snapshot loaded"
     );
-    handle.store(snapshot, elapsed);
-    Ok(())
+    handle.store(loaded.snapshot, elapsed);
+    Ok(loaded.xsnapshot)
 }

@@ -1,0 +1,149 @@
+//! The snapshot loader: a delta over the previous snapshot equals a full load, including a transaction
+//! that was still open during the previous load and committed after it.
+
+use dialtone::db::snapshot::{load, BlobCache};
+use dialtone::snapshot::Snapshot;
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::TestApp;
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (c, conn) = dialtone::db::parse_config(url)
+        .unwrap()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c
+}
+
+/// Everything a phone renders from, in a comparable form.
+fn phones(s: &Snapshot) -> Vec<String> {
+    let mut v: Vec<String> = s
+        .phones_shared()
+        .map(|p| {
+            format!(
+                "{} t={} {} {} {} {:?} {:?}",
+                p.mac,
+                s.tenant(p.tenant).slug,
+                p.model,
+                p.label,
+                p.enabled,
+                p.lines,
+                p.settings
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn a_delta_equals_a_full_load_even_across_concurrent_commits() {
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    app.create_tenant("bravo").await;
+    for n in 1..=5 {
+        app.put_phone("acme", &format!("0A00000000{n:02X}")).await;
+    }
+    let mut reader = connect(&app.db_url).await;
+    let mut blobs = BlobCache::new();
+    let first = load(&mut reader, &mut blobs, None).await.unwrap();
+    assert!(!first.delta);
+    assert_eq!(first.snapshot.phone_count(), 5);
+
+    // A writer opens a transaction and writes a phone, but does not commit before the next load.
+    let mut writer = connect(&app.db_url).await;
+    let open = writer.transaction().await.unwrap();
+    open.batch_execute(
+        "INSERT INTO phones (mac, id, tenant_id, model, label) SELECT 'B00000000001', gen_random_uuid(), id, '7960', 'late' FROM tenants WHERE slug = 'bravo';
+         INSERT INTO phone_lines (phone_mac, position, number, auth_name, password) VALUES ('B00000000001', 1, '9001', '9001', 'pw');",
+    )
+    .await
+    .unwrap();
+
+    // Meanwhile: a replace, a patch, a delete and a create through the API.
+    app.call(
+        Method::PATCH,
+        "/v1/tenants/acme/phones/0A0000000001",
+        Some(&app.admin()),
+        Some(json!({"label": "Lobby"})),
+    )
+    .await;
+    app.call(
+        Method::DELETE,
+        "/v1/tenants/acme/phones/0A0000000002",
+        Some(&app.admin()),
+        None,
+    )
+    .await;
+    app.put_phone("bravo", "0B0000000001").await;
+    app.call(
+        Method::PATCH,
+        "/v1/tenants/acme",
+        Some(&app.admin()),
+        Some(json!({"settings": {"sip": {"port": 5080}}})),
+    )
+    .await;
+
+    let second = load(
+        &mut reader,
+        &mut blobs,
+        Some((&first.snapshot, &first.xsnapshot)),
+    )
+    .await
+    .unwrap();
+    assert!(second.delta, "same tenants: a delta");
+    let full = load(&mut reader, &mut blobs, None).await.unwrap();
+    assert_eq!(phones(&second.snapshot), phones(&full.snapshot));
+    assert!(second
+        .snapshot
+        .phone(dialtone::domain::MacAddress::from_bare_hex("B00000000001").unwrap())
+        .is_none());
+    assert_eq!(
+        second
+            .snapshot
+            .tenant(second.snapshot.tenant_by_slug("acme").unwrap())
+            .settings
+            .sip
+            .as_ref()
+            .unwrap()
+            .port
+            .unwrap()
+            .0,
+        5080
+    );
+
+    // The open transaction commits after the second load: the next delta must still see it.
+    open.commit().await.unwrap();
+    let third = load(
+        &mut reader,
+        &mut blobs,
+        Some((&second.snapshot, &second.xsnapshot)),
+    )
+    .await
+    .unwrap();
+    let late = third
+        .snapshot
+        .phone(dialtone::domain::MacAddress::from_bare_hex("B00000000001").unwrap());
+    assert_eq!(
+        late.map(|p| p.label.as_str()),
+        Some("late"),
+        "a commit that ran across a load is not lost"
+    );
+    let full = load(&mut reader, &mut blobs, None).await.unwrap();
+    assert_eq!(phones(&third.snapshot), phones(&full.snapshot));
+
+    // A new tenant changes the tenant indices: the loader falls back to a full load.
+    app.create_tenant("charlie").await;
+    let fourth = load(
+        &mut reader,
+        &mut blobs,
+        Some((&third.snapshot, &third.xsnapshot)),
+    )
+    .await
+    .unwrap();
+    assert!(!fourth.delta);
+    assert_eq!(phones(&fourth.snapshot), phones(&full.snapshot));
+}
