@@ -4,6 +4,7 @@ use actix_web::{get, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::extract::next_page;
 use super::{ApiError, AppState, Problem};
 use crate::auth::{Principal, Role};
 use crate::db::{self, audit::AuditEvent};
@@ -76,11 +77,6 @@ pub async fn list_audit_events(
         ),
     };
     let mut items = db::audit::list(&client, tenant_id, before, limit + 1).await?;
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|e| db::encode_cursor(&e.id.to_string()))
-    } else {
-        None
-    };
+    let next_cursor = next_page(&mut items, limit, |e| db::encode_cursor(&e.id.to_string()));
     Ok(HttpResponse::Ok().json(AuditPage { items, next_cursor }))
 }

@@ -158,3 +158,14 @@ impl PageParams {
         }
     }
 }
+
+/// Cuts a page fetched with `limit + 1` rows to `limit`, and returns the cursor of the next page (the key
+/// of the last item kept) when there was an extra row.
+pub fn next_page<T>(items: &mut Vec<T>, limit: i64, key: impl Fn(&T) -> String) -> Option<String> {
+    if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(key)
+    } else {
+        None
+    }
+}

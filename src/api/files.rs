@@ -11,7 +11,7 @@ use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::extract::{check_if_match, PageParams};
+use super::extract::{check_if_match, next_page, PageParams};
 use super::tenants::{actor, load_tenant};
 use super::{ApiError, AppState, Problem};
 use crate::auth::{Access, Principal};
@@ -179,12 +179,7 @@ async fn page(
     let after = q.after()?;
     let client = state.pool.get().await.map_err(db::DbError::from)?;
     let mut items = db::files::list(&client, tenant, after.as_deref(), limit + 1).await?;
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|f| db::encode_cursor(&f.name))
-    } else {
-        None
-    };
+    let next_cursor = next_page(&mut items, limit, |f| db::encode_cursor(&f.name));
     Ok(HttpResponse::Ok().json(FilePage { items, next_cursor }))
 }
 

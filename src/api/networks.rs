@@ -6,7 +6,7 @@ use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::extract::{check_if_match, json_body, PageParams};
+use super::extract::{check_if_match, json_body, next_page, PageParams};
 use super::tenants::{actor, load_tenant, with_etag};
 use super::{ApiError, AppState, Problem};
 use crate::auth::{Access, Principal};
@@ -173,12 +173,7 @@ pub async fn list_networks(
     let client = state.pool.get().await.map_err(db::DbError::from)?;
     let tenant = load_tenant(&client, &p, &path, Access::Read, false).await?;
     let mut items = db::networks::list(&client, tenant.id, after, limit + 1).await?;
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|n| db::encode_cursor(&n.id.to_string()))
-    } else {
-        None
-    };
+    let next_cursor = next_page(&mut items, limit, |n| db::encode_cursor(&n.id.to_string()));
     Ok(HttpResponse::Ok().json(NetworkPage { items, next_cursor }))
 }
 

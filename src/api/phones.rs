@@ -8,7 +8,7 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::extract::{check_if_match, json_body, PageParams};
+use super::extract::{check_if_match, json_body, next_page, PageParams};
 use super::preview::fill_config_state;
 use super::tenants::{actor, load_tenant, with_etag};
 use super::{ApiError, AppState, Problem};
@@ -481,13 +481,8 @@ pub async fn list_phones(
             break;
         }
     }
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items
-            .last()
-            .map(|ph| db::encode_cursor(&ph.mac.to_string()))
-    } else {
-        None
-    };
+    let next_cursor = next_page(&mut items, limit, |ph| {
+        db::encode_cursor(&ph.mac.to_string())
+    });
     Ok(HttpResponse::Ok().json(PhonePage { items, next_cursor }))
 }

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::extract::PageParams;
+use super::extract::{next_page, PageParams};
 use super::files::Binary;
 use super::tenants::load_tenant;
 use super::{ApiError, AppState, Problem};
@@ -178,12 +178,7 @@ pub async fn phone_fetches(
         .ok_or_else(|| ApiError::NotFound("no such phone in this tenant".into()))?;
     let mut items =
         db::fetches::history(&client, tenant.id, &mac.to_string(), before, limit + 1).await?;
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|e| db::encode_cursor(&e.id.to_string()))
-    } else {
-        None
-    };
+    let next_cursor = next_page(&mut items, limit, |e| db::encode_cursor(&e.id.to_string()));
     Ok(HttpResponse::Ok().json(FetchPage { items, next_cursor }))
 }
 
@@ -208,12 +203,7 @@ pub async fn discovered_devices(
     let tenant = load_tenant(&client, &p, &path, Access::Read, false).await?;
     let mut items =
         db::fetches::discovered(&client, tenant.id, after.as_deref(), limit + 1).await?;
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|d| db::encode_cursor(&d.mac))
-    } else {
-        None
-    };
+    let next_cursor = next_page(&mut items, limit, |d| db::encode_cursor(&d.mac));
     Ok(HttpResponse::Ok().json(DiscoveredPage { items, next_cursor }))
 }
 

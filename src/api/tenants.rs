@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{check_if_match, etag, json_body, PageParams};
+use super::extract::{check_if_match, etag, json_body, next_page, PageParams};
 use super::{ApiError, AppState, Problem};
 use crate::auth::{Access, Principal};
 use crate::db::{self, audit::Actor, tenants::Tenant};
@@ -205,12 +205,7 @@ pub async fn list_tenants(
 }
 
 fn page(mut items: Vec<Tenant>, limit: i64, key: impl Fn(&Tenant) -> String) -> TenantPage {
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|t| db::encode_cursor(&key(t)))
-    } else {
-        None
-    };
+    let next_cursor = next_page(&mut items, limit, |t| db::encode_cursor(&key(t)));
     TenantPage { items, next_cursor }
 }
 

@@ -69,7 +69,8 @@ impl Model {
         match self.family() {
             // `phone_label` on 7940/7960 SIP: at most 11 characters.
             Family::Sip79xx => 11,
-            _ => 30,
+            // `phoneLabel` in SEP<MAC>.cnf.xml: at most 12.
+            _ => 12,
         }
     }
 
