@@ -210,7 +210,7 @@ pub async fn list_global(
     (status = 400, description = "malformed request", body = Problem, content_type = "application/problem+json"),
     (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
-#[put("/files/{name}")]
+#[put("/files/{name:.+}")]
 pub async fn put_global(
     state: web::Data<AppState>,
     p: Principal,
@@ -233,7 +233,7 @@ pub async fn put_global(
     (status = 404, description = "no such file", body = Problem, content_type = "application/problem+json"),
     (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
-#[get("/files/{name}")]
+#[get("/files/{name:.+}")]
 pub async fn get_global(
     state: web::Data<AppState>,
     _p: Principal,
@@ -251,7 +251,7 @@ pub async fn get_global(
     (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json"),
     (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
-#[delete("/files/{name}")]
+#[delete("/files/{name:.+}")]
 pub async fn delete_global(
     state: web::Data<AppState>,
     p: Principal,
@@ -298,7 +298,7 @@ pub async fn list_tenant_files(
     (status = 400, description = "malformed request", body = Problem, content_type = "application/problem+json"),
     (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
-#[put("/tenants/{tenant}/files/{name}")]
+#[put("/tenants/{tenant}/files/{name:.+}")]
 pub async fn put_tenant_file(
     state: web::Data<AppState>,
     p: Principal,
@@ -335,7 +335,7 @@ pub async fn put_tenant_file(
     (status = 404, description = "no such tenant or file", body = Problem, content_type = "application/problem+json"),
     (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
-#[get("/tenants/{tenant}/files/{name}")]
+#[get("/tenants/{tenant}/files/{name:.+}")]
 pub async fn get_tenant_file(
     state: web::Data<AppState>,
     p: Principal,
@@ -358,7 +358,7 @@ pub async fn get_tenant_file(
     (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json"),
     (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
 ))]
-#[delete("/tenants/{tenant}/files/{name}")]
+#[delete("/tenants/{tenant}/files/{name:.+}")]
 pub async fn delete_tenant_file(
     state: web::Data<AppState>,
     p: Principal,

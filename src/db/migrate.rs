@@ -17,6 +17,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "change_txids",
         include_str!("../../sql/V3__change_txids.sql"),
     ),
+    (
+        4,
+        "file_directories",
+        include_str!("../../sql/V4__file_directories.sql"),
+    ),
 ];
 
 /// Advisory-lock key that serialises concurrent `migrate` runs across processes.

@@ -100,9 +100,10 @@ constrained_string!(
 
 constrained_string!(
     /// A stored file's name, flat (no directories): letters, digits, `.`, `-`, `_`, 1 to 128 characters.
-    FileName, "expected a file name of letters, digits, '.', '-' and '_' (1 to 128 characters, no '/')",
-    |s| (1..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_".contains(&b))
-        && !s.starts_with('.')
+    FileName, "expected a file name of letters, digits, '.', '-' and '_', optionally in directories \
+        ('Desktops/320x196x4/List.xml'); at most 255 characters, no segment empty or starting with '.'",
+    |s| s.len() <= 255 && s.split('/').all(|seg| (1..=128).contains(&seg.len())
+        && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_".contains(&b)) && !seg.starts_with('.'))
 );
 
 constrained_string!(
@@ -174,7 +175,19 @@ mod tests {
         assert!(LoadName::parse("SIP42.9-4-2SR3-1S").is_ok());
         assert!(LoadName::parse("../x").is_err());
         assert!(FileName::parse("ringer1.pcm").is_ok());
-        assert!(FileName::parse("a/b.pcm").is_err());
+        assert!(FileName::parse("Desktops/320x196x4/List.xml").is_ok());
+        for bad in [
+            "/a.pcm",
+            "a//b",
+            "a/../b",
+            "../b",
+            "a/.hidden",
+            "a\\b",
+            "a/b/",
+            "",
+        ] {
+            assert!(FileName::parse(bad).is_err(), "{bad}");
+        }
         assert!(HttpUrl::parse("http://dir.example/x?a=1&b=2").is_ok());
         assert!(HttpUrl::parse("ftp://x").is_err());
         assert!(ShortText::parse("Reception").is_ok());
