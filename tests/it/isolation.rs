@@ -134,6 +134,67 @@ fn routes(t: &str, net: &str, net_del: &str) -> Vec<Route> {
         ),
         r(
             Method::GET,
+            format!("/v1/tenants/{t}/files"),
+            None,
+            false,
+            StatusCode::OK,
+        ),
+        r(
+            Method::PUT,
+            format!("/v1/tenants/{t}/files/new.pcm"),
+            Some(json!("tone")),
+            true,
+            StatusCode::CREATED,
+        ),
+        r(
+            Method::GET,
+            format!("/v1/tenants/{t}/files/seed.pcm"),
+            None,
+            false,
+            StatusCode::OK,
+        ),
+        r(
+            Method::DELETE,
+            format!("/v1/tenants/{t}/files/del.pcm"),
+            None,
+            true,
+            StatusCode::NO_CONTENT,
+        ),
+        // Previews contain SIP passwords: admins only (a viewer is refused like a writer).
+        r(
+            Method::GET,
+            format!(
+                "/v1/tenants/{t}/phones/{}/files/SEP{}.cnf.xml",
+                mac(t, 1),
+                mac(t, 1)
+            ),
+            None,
+            true,
+            StatusCode::OK,
+        ),
+        r(
+            Method::GET,
+            format!("/v1/tenants/{t}/files-preview/SIPDefault.cnf"),
+            None,
+            true,
+            StatusCode::OK,
+        ),
+        r(
+            Method::GET,
+            format!("/v1/tenants/{t}/phones/{}/fetches", mac(t, 1)),
+            None,
+            false,
+            StatusCode::OK,
+        ),
+        r(
+            Method::GET,
+            format!("/v1/tenants/{t}/discovered-devices"),
+            None,
+            false,
+            StatusCode::OK,
+        ),
+        r(
+            Method::GET,
             format!("/v1/audit-events?tenant={t}"),
             None,
             false,
@@ -169,6 +230,27 @@ async fn seed(app: &TestApp, t: &str, base: &str) -> (String, String) {
             app.put_phone(t, &mac(t, n)).await.status,
             StatusCode::CREATED
         );
+    }
+    for f in ["seed.pcm", "del.pcm"] {
+        let r = app
+            .call(
+                Method::PUT,
+                &format!("/v1/tenants/{t}/files/{f}"),
+                Some(&app.admin()),
+                Some(json!("x")),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    // Previews read the provisioning snapshot, which follows the database within milliseconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let first = dialtone::domain::MacAddress::from_bare_hex(&mac(t, 2)).unwrap();
+    while app.snapshot.current().phone(first).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the snapshot did not catch up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     (net, net_del)
 }
