@@ -44,6 +44,12 @@ pub enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Load generators for capacity planning (TFTP boot storm).
+    Bench {
+        /// Which benchmark.
+        #[command(subcommand)]
+        action: crate::bench::BenchAction,
+    },
 }
 
 /// `dialtone token …`.
@@ -117,6 +123,7 @@ pub fn main() -> anyhow::Result<()> {
             println!("{}", keys.issue(&subject, role, tenant.as_ref(), ttl)?);
             Ok(())
         }
+        Command::Bench { action } => runtime.block_on(crate::bench::run(action)),
         Command::Openapi => {
             println!("{}", crate::api::openapi().to_pretty_json()?);
             Ok(())

@@ -107,7 +107,18 @@ async fn serve_file(
         return not_found();
     };
     let start = Instant::now();
-    match frontend.answer(peer, &name) {
+    let answer = frontend.answer(peer, &name);
+    // HEAD asks about a file without fetching it: answer, but record no fetch (it would count as one in the
+    // phone's history and drift state).
+    if req.method() == Method::HEAD {
+        return match answer {
+            Answer::Serve(s) => HttpResponse::Ok()
+                .content_type(s.content_type)
+                .body(s.bytes),
+            _ => not_found(),
+        };
+    }
+    match answer {
         Answer::Serve(s) => {
             let len = s.bytes.len() as u64;
             let data = s.bytes.clone();

@@ -77,7 +77,8 @@ use render::{dialplan, ringlist, sip79xx, syncinfo, xml_device};
 
 /// Names that phones ask for and that `boot-sequences.json` lists as rendered, which dialtone serves
 /// from the file store instead (upload them as tenant or global files): soft keys, feature policy and
-/// background image lists (`Desktops/<W>x<H>x<D>/List.xml`). They are matched on the last path component.
+/// background image lists (`Desktops/<W>x<H>x<D>/List.xml`). The last path component says a name is one
+/// of them; the file store is searched with the whole path, since each screen size has its own `List.xml`.
 pub const STORED_NOT_RENDERED: &[&str] = &["SoftKeys.xml", "FeaturePolicy.xml", "List.xml"];
 
 /// Whether a normalised name is one of [`STORED_NOT_RENDERED`].

@@ -131,3 +131,30 @@ pub async fn fresh() -> String {
     let _ = task.await;
     with_db(&s.admin_url, &name)
 }
+
+/// Runs `sql` (one or more statements) on the test server's admin database: for tests that act on a
+/// test database from outside (e.g. make it unreachable).
+pub async fn admin_execute(sql: &str) {
+    let s = server();
+    let (client, task) = connect(&s.admin_url).await;
+    client
+        .batch_execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    drop(client);
+    let _ = task.await;
+}
+
+/// The database name of a connection string made by [`fresh`] (key-value or URL form).
+pub fn db_name(url: &str) -> String {
+    if let Some(part) = url
+        .split_whitespace()
+        .find_map(|p| p.strip_prefix("dbname="))
+    {
+        return part.to_owned();
+    }
+    let path = url.split('?').next().unwrap_or(url);
+    path.rsplit_once('/')
+        .map(|(_, db)| db.to_owned())
+        .expect("a connection string with a database name")
+}

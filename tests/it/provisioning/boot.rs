@@ -14,7 +14,10 @@ use super::{
 use crate::helpers::TestApp;
 
 fn fixture() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/boot-sequences.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/boot-sequences.json"
+    );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -49,9 +52,9 @@ fn stored_name(raw: &str) -> &str {
 
 /// Fake content of a stored file: small, binary, different for every name.
 fn blob(name: &str) -> Vec<u8> {
-    let seed = name
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    let seed = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
     let mut v = format!("fake {name}\n").into_bytes();
     v.extend(super::prng(700 + name.len() * 37, seed));
     v
@@ -92,7 +95,11 @@ impl FamilyWorld {
 async fn boot_world(app: &TestApp) -> Vec<FamilyWorld> {
     let fixture = fixture();
     let families = fixture["families"].as_array().unwrap();
-    assert!(families.len() >= 6, "the fixture has {} families", families.len());
+    assert!(
+        families.len() >= 6,
+        "the fixture has {} families",
+        families.len()
+    );
     let mut statics = BTreeSet::new();
     for fam in families {
         for (_, e) in entries(fam) {
@@ -132,8 +139,7 @@ async fn boot_world(app: &TestApp) -> Vec<FamilyWorld> {
         for (_, e) in entries(fam) {
             for raw in names_of(e) {
                 if e["outcome"] == "render" && stored_not_rendered(&raw) && !has_directory(&raw) {
-                    put_tenant_file(app, &tenant, stored_name(&raw), blob(stored_name(&raw)))
-                        .await;
+                    put_tenant_file(app, &tenant, stored_name(&raw), blob(stored_name(&raw))).await;
                 }
             }
         }
@@ -179,8 +185,8 @@ async fn replay(app: &TestApp, world: &FamilyWorld, family: &Value) -> usize {
             count += 1;
             let name = world.name(&raw);
             let what = format!(
-                "{fid} ({} from {}) {list} {name} [{outcome}]",
-                world.id, world.source
+                "{fid} ({} in tenant {} from {}) {list} {name} [{outcome}]",
+                world.id, world.tenant, world.source
             );
             let t = clients::tftp_get(tftp(app), &world.source, &name, &[]).await;
             let h = web
@@ -197,7 +203,10 @@ async fn replay(app: &TestApp, world: &FamilyWorld, family: &Value) -> usize {
                     assert_eq!(h_status, StatusCode::OK, "{what}: HTTP");
                     assert!(h_body == got.data, "{what}: HTTP and TFTP bytes differ");
                     if stored_not_rendered(&raw) {
-                        assert!(got.data == blob(stored_name(&raw)), "{what}: not the stored file");
+                        assert!(
+                            got.data == blob(stored_name(&raw)),
+                            "{what}: not the stored file"
+                        );
                     }
                     if name.contains(&world.mac) {
                         let text = String::from_utf8_lossy(&got.data);
@@ -210,13 +219,21 @@ async fn replay(app: &TestApp, world: &FamilyWorld, family: &Value) -> usize {
                 }
                 "static" if has_directory(&raw) => {
                     // Cannot be stored through the API (no '/' in file names): absent blob → not found.
-                    assert_eq!(t.unwrap_err(), FetchError::Tftp(1, "File not found".into()), "{what}");
+                    assert_eq!(
+                        t.unwrap_err(),
+                        FetchError::Tftp(1, "File not found".into()),
+                        "{what}"
+                    );
                     assert_eq!(h_status, StatusCode::NOT_FOUND, "{what}: HTTP");
                 }
                 "static" => {
                     let want = blob(stored_name(&raw));
                     let got = t.unwrap_or_else(|e| panic!("{what}: TFTP {e:?}"));
-                    assert_eq!(sha256_hex(&got.data), sha256_hex(&want), "{what}: TFTP bytes");
+                    assert_eq!(
+                        sha256_hex(&got.data),
+                        sha256_hex(&want),
+                        "{what}: TFTP bytes"
+                    );
                     assert_eq!(h_status, StatusCode::OK, "{what}: HTTP");
                     assert_eq!(sha256_hex(&h_body), sha256_hex(&want), "{what}: HTTP bytes");
                 }
@@ -268,7 +285,10 @@ async fn sccp_to_sip_conversion_end_to_end_with_curl() {
         .iter()
         .find(|w| w.id == "7940_7960_sccp_dualboot_to_sip")
         .unwrap();
-    assert_eq!((w.model.as_str(), w.os79xx.as_str()), ("7960", "P003-8-12-00"));
+    assert_eq!(
+        (w.model.as_str(), w.os79xx.as_str()),
+        ("7960", "P003-8-12-00")
+    );
     // Real-sized images: multi-block transfers, byte-compared.
     let images: Vec<(&str, Vec<u8>)> = [
         "P003-8-12-00.sbn",
@@ -296,7 +316,10 @@ async fn sccp_to_sip_conversion_end_to_end_with_curl() {
     assert!(os.ok(), "OS79XX.TXT: {:?}", os.out);
     let os_text = String::from_utf8(os.data.clone()).unwrap();
     assert_eq!(os_text.trim_end_matches(['\r', '\n']), "P003-8-12-00");
-    assert!(!os_text.contains(' '), "OS79XX.TXT has a space: {os_text:?}");
+    assert!(
+        !os_text.contains(' '),
+        "OS79XX.TXT has a space: {os_text:?}"
+    );
     // 2. The UAL images, byte for byte.
     for (n, b) in &images[..2] {
         let f = get(n.to_string()).await;
@@ -332,7 +355,10 @@ async fn sccp_to_sip_conversion_end_to_end_with_curl() {
         default.contains("image_version: \"P0S3-8-12-00\""),
         "SIPDefault.cnf:\n{default}"
     );
-    assert!(!default.contains("pw-1001"), "a password in a tenant-wide file");
+    assert!(
+        !default.contains("pw-1001"),
+        "a password in a tenant-wide file"
+    );
     let own = get(format!("SIP{}.cnf", w.mac)).await;
     assert!(own.ok(), "SIP<MAC>.cnf: {:?}", own.out);
     let own = String::from_utf8(own.data).unwrap();
@@ -350,18 +376,41 @@ async fn sccp_to_sip_conversion_end_to_end_with_curl() {
     assert_eq!(String::from_utf8(again.data).unwrap(), own);
 }
 
-/// The fixture lists `Desktops/<W>x<H>x<D>/List.xml` as served ("render"); `provisioning/mod.rs` says
-/// such names are served from the file store, "matched on the last path component". Uploading `List.xml`
-/// does not make `Desktops/320x196x4/List.xml` servable, and a name with a directory cannot be uploaded.
+/// The fixture lists `Desktops/<W>x<H>x<D>/List.xml` as served ("render"); dialtone serves it from the
+/// file store under its whole path, since every screen size has its own list.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "BUG: Desktops/<dims>/List.xml is never served: uploads cannot contain '/', lookup uses the full path"]
 async fn background_lists_under_a_directory_are_servable() {
     let app = TestApp::spawn_full().await;
     tenant_with_network(&app, "bg", "127.0.30.0/24").await;
-    put_tenant_file(&app, "bg", "List.xml", b"<CiscoIPPhoneImageList/>\n".to_vec()).await;
-    wait_snapshot(&app, "127.0.30.5", "List.xml", |_| true).await;
+    put_tenant_file(
+        &app,
+        "bg",
+        "Desktops/320x196x4/List.xml",
+        b"<CiscoIPPhoneImageList/>\n".to_vec(),
+    )
+    .await;
+    wait_snapshot(&app, "127.0.30.5", "Desktops/320x196x4/List.xml", |_| true).await;
     let got = clients::tftp_get(tftp(&app), "127.0.30.5", "Desktops/320x196x4/List.xml", &[])
         .await
         .expect("Desktops/320x196x4/List.xml is served");
     assert_eq!(got.data, b"<CiscoIPPhoneImageList/>\n");
+    // Another screen size has its own list: not this one.
+    assert!(clients::tftp_get(
+        tftp(&app),
+        "127.0.30.5",
+        "Desktops/320x212x16/List.xml",
+        &[]
+    )
+    .await
+    .is_err());
+    // And the leading slash some phones send is the same name.
+    let slash = clients::tftp_get(
+        tftp(&app),
+        "127.0.30.5",
+        "/Desktops/320x196x4/List.xml",
+        &[],
+    )
+    .await
+    .expect("served");
+    assert_eq!(slash.data, got.data);
 }

@@ -50,7 +50,10 @@ async fn get_and_head_with_lengths_types_and_misses() {
         let r = web.get(&url).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK, "GET {name}");
         let ct = header(&r, "content-type").unwrap_or_default().to_owned();
-        assert!(ct.starts_with(ctype), "GET {name}: content-type {ct}, want {ctype}");
+        assert!(
+            ct.starts_with(ctype),
+            "GET {name}: content-type {ct}, want {ctype}"
+        );
         let len: usize = header(&r, "content-length")
             .unwrap_or_else(|| panic!("GET {name}: no Content-Length"))
             .parse()
@@ -62,14 +65,22 @@ async fn get_and_head_with_lengths_types_and_misses() {
         let t = clients::tftp_get(tftp(&app), "127.0.1.5", &name, &[])
             .await
             .unwrap_or_else(|e| panic!("TFTP {name}: {e:?}"));
-        assert_eq!(sha256_hex(&body), sha256_hex(&t.data), "{name}: HTTP vs TFTP");
+        assert_eq!(
+            sha256_hex(&body),
+            sha256_hex(&t.data),
+            "{name}: HTTP vs TFTP"
+        );
         if name.ends_with(".sb2") {
             assert!(body[..] == firmware[..], "firmware bytes differ");
         }
         // HEAD: same status and headers, no body.
         let h = web.head(&url).send().await.unwrap();
         assert_eq!(h.status(), StatusCode::OK, "HEAD {name}");
-        assert_eq!(header(&h, "content-type").unwrap_or_default(), ct, "HEAD {name}");
+        assert_eq!(
+            header(&h, "content-type").unwrap_or_default(),
+            ct,
+            "HEAD {name}"
+        );
         assert_eq!(
             header(&h, "content-length").map(|v| v.parse::<usize>().unwrap()),
             Some(len),
@@ -108,11 +119,7 @@ async fn get_and_head_with_lengths_types_and_misses() {
         .send()
         .await
         .unwrap();
-    assert!(
-        r.status().is_client_error(),
-        "POST answered {}",
-        r.status()
-    );
+    assert!(r.status().is_client_error(), "POST answered {}", r.status());
     // Without configured proxies, X-Forwarded-For is ignored.
     let r = clients::http_from("127.0.3.5")
         .get(clients::file_url(base, "SIPDefault.cnf"))
@@ -131,11 +138,16 @@ async fn x_forwarded_for_is_honoured_only_from_trusted_proxies() {
     .await;
     tenant_with_network(&app, "alpha", "127.0.1.0/24").await;
     tenant_with_network(&app, "bravo", "127.0.2.0/24").await;
-    patch_settings(&app, "bravo", json!({"sip": {"registrar": "sip.bravo.example"}})).await;
+    patch_settings(
+        &app,
+        "bravo",
+        json!({"time": {"ntp_server": "ntp.bravo.example"}}),
+    )
+    .await;
     put_phone(&app, "alpha", MAC, "7960", "1001").await;
     wait_snapshot(&app, "127.0.1.5", &format!("SIP{MAC}.cnf"), |_| true).await;
     wait_snapshot(&app, "127.0.2.5", "SIPDefault.cnf", |b| {
-        String::from_utf8_lossy(b).contains("sip.bravo.example")
+        String::from_utf8_lossy(b).contains("ntp.bravo.example")
     })
     .await;
     let base = http_files(&app);
@@ -145,7 +157,10 @@ async fn x_forwarded_for_is_honoured_only_from_trusted_proxies() {
             req = req.header("X-Forwarded-For", x);
         }
         let r = req.send().await.unwrap();
-        (r.status(), String::from_utf8_lossy(&r.bytes().await.unwrap()).into_owned())
+        (
+            r.status(),
+            String::from_utf8_lossy(&r.bytes().await.unwrap()).into_owned(),
+        )
     };
     let own = format!("SIP{MAC}.cnf");
 
@@ -153,40 +168,63 @@ async fn x_forwarded_for_is_honoured_only_from_trusted_proxies() {
     let (s, body) = get("127.0.9.5", Some("127.0.1.5"), own.clone()).await;
     assert_eq!(s, StatusCode::OK, "proxied request for alpha's phone");
     assert!(body.contains("line1_name: \"1001\""), "{body}");
-    let (s, _) = get("127.0.9.5", Some("203.0.113.9, 127.0.1.5, 127.0.9.7"), own.clone()).await;
+    let (s, _) = get(
+        "127.0.9.5",
+        Some("203.0.113.9, 127.0.1.5, 127.0.9.7"),
+        own.clone(),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "chain through two trusted proxies");
     let (s, body) = get("127.0.9.5", Some("127.0.2.5"), "SIPDefault.cnf".into()).await;
     assert_eq!(s, StatusCode::OK);
-    assert!(body.contains("sip.bravo.example"), "served as bravo: {body}");
+    assert!(
+        body.contains("ntp.bravo.example"),
+        "served as bravo: {body}"
+    );
     // The proxy itself is in no tenant network.
     let (s, _) = get("127.0.9.5", None, "SIPDefault.cnf".into()).await;
-    assert_eq!(s, StatusCode::NOT_FOUND, "the proxy without X-Forwarded-For");
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "the proxy without X-Forwarded-For"
+    );
     // From anyone else the header is ignored.
     let (s, _) = get("127.0.3.5", Some("127.0.1.5"), own.clone()).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "untrusted peer in no network");
     let (s, _) = get("127.0.2.5", Some("127.0.1.5"), own.clone()).await;
-    assert_eq!(s, StatusCode::NOT_FOUND, "bravo's network claiming to be alpha");
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "bravo's network claiming to be alpha"
+    );
     let (s, body) = get("127.0.2.5", Some("127.0.1.5"), "SIPDefault.cnf".into()).await;
     assert_eq!(s, StatusCode::OK);
-    assert!(body.contains("sip.bravo.example"), "served as bravo: {body}");
+    assert!(
+        body.contains("ntp.bravo.example"),
+        "served as bravo: {body}"
+    );
 
     // Fetch history records the forwarded client, not the proxy.
     let token = app.admin();
-    let items = eventually(Duration::from_secs(5), "the proxied fetch in the history", || {
-        let (app, token) = (&app, token.clone());
-        async move {
-            let r = app
-                .call(
-                    Method::GET,
-                    &format!("/v1/tenants/alpha/phones/{MAC}/fetches"),
-                    Some(&token),
-                    None,
-                )
-                .await;
-            let items = r.body["items"].as_array().cloned().unwrap_or_default();
-            (items.len() >= 2).then_some(items)
-        }
-    })
+    let items = eventually(
+        Duration::from_secs(5),
+        "the proxied fetch in the history",
+        || {
+            let (app, token) = (&app, token.clone());
+            async move {
+                let r = app
+                    .call(
+                        Method::GET,
+                        &format!("/v1/tenants/alpha/phones/{MAC}/fetches"),
+                        Some(&token),
+                        None,
+                    )
+                    .await;
+                let items = r.body["items"].as_array().cloned().unwrap_or_default();
+                (items.len() >= 2).then_some(items)
+            }
+        },
+    )
     .await;
     for e in &items {
         assert_eq!(e["protocol"], "http");

@@ -30,26 +30,30 @@ async fn two_tenants(app: &TestApp) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn another_tenants_mac_gets_not_found_identical_to_an_unknown_file() {
     let app = TestApp::spawn_full().await;
-    two_tenants(&app).await;
+    let app = &app;
+    two_tenants(app).await;
     let b_file = format!("SIP{MAC_B}.cnf");
 
     // Control: from its own network the phone gets its file (with a real client).
-    let own = clients::curl_tftp(tftp(&app), "127.0.2.5", &b_file, &[]).await;
+    let own = clients::curl_tftp(tftp(app), "127.0.2.5", &b_file, &[]).await;
     assert!(own.ok(), "{:?}", own.out);
     assert!(String::from_utf8_lossy(&own.data).contains("line1_name: \"2002\""));
 
     // From tenant A's network: curl reports "file not found" (CURLE_TFTP_NOTFOUND = 68), no file.
     for name in [b_file.clone(), format!("SEP{MAC_B}.cnf.xml")] {
-        let other = clients::curl_tftp(tftp(&app), "127.0.1.5", &name, &[]).await;
+        let other = clients::curl_tftp(tftp(app), "127.0.1.5", &name, &[]).await;
         assert_eq!(other.out.status.code(), Some(68), "{name}: {:?}", other.out);
         assert!(other.data.is_empty(), "{name}: got bytes");
-        let raw = clients::tftp_get(tftp(&app), "127.0.1.5", &name, &[]).await;
-        assert_eq!(raw.unwrap_err(), FetchError::Tftp(1, "File not found".into()));
+        let raw = clients::tftp_get(tftp(app), "127.0.1.5", &name, &[]).await;
+        assert_eq!(
+            raw.unwrap_err(),
+            FetchError::Tftp(1, "File not found".into())
+        );
     }
 
     // The answer is byte-identical to the answer for an unknown file and for an unknown MAC.
     let first = |name: String| async move {
-        clients::first_reply(tftp(&app), "127.0.1.5", &name, Duration::from_secs(3))
+        clients::first_reply(tftp(app), "127.0.1.5", &name, Duration::from_secs(3))
             .await
             .unwrap_or_else(|| panic!("no answer to {name}"))
     };
@@ -64,7 +68,7 @@ async fn another_tenants_mac_gets_not_found_identical_to_an_unknown_file() {
         let web = web.clone();
         async move {
             let r = web
-                .get(clients::file_url(http_files(&app), &name))
+                .get(clients::file_url(http_files(app), &name))
                 .send()
                 .await
                 .unwrap();
@@ -81,14 +85,14 @@ async fn another_tenants_mac_gets_not_found_identical_to_an_unknown_file() {
         "HTTP must not serve another tenant's phone"
     );
     let own = clients::http_from("127.0.2.5")
-        .get(clients::file_url(http_files(&app), &b_file))
+        .get(clients::file_url(http_files(app), &b_file))
         .send()
         .await
         .unwrap();
     assert_eq!(own.status(), StatusCode::OK);
 
     // The attempt is counted as a security event.
-    let m = metrics(&app).await;
+    let m = metrics(app).await;
     assert!(
         metric(&m, "dialtone_provisioning_security_events_total").unwrap_or(0.0) >= 4.0,
         "{m}"
@@ -98,15 +102,19 @@ async fn another_tenants_mac_gets_not_found_identical_to_an_unknown_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_source_in_no_tenant_network_gets_no_answer() {
     let app = TestApp::spawn_full().await;
-    two_tenants(&app).await;
+    let app = &app;
+    two_tenants(app).await;
     // Control: the same requests from a tenant network are answered.
-    assert!(
-        clients::first_reply(tftp(&app), "127.0.1.5", "SIPDefault.cnf", Duration::from_secs(3))
-            .await
-            .is_some()
-    );
+    assert!(clients::first_reply(
+        tftp(app),
+        "127.0.1.5",
+        "SIPDefault.cnf",
+        Duration::from_secs(3)
+    )
+    .await
+    .is_some());
     let before = metric(
-        &metrics(&app).await,
+        &metrics(app).await,
         "dialtone_provisioning_unknown_source_total",
     )
     .unwrap();
@@ -114,8 +122,7 @@ async fn a_source_in_no_tenant_network_gets_no_answer() {
     // for a miss.
     let stranger = |name: String| async move {
         let reply =
-            clients::first_reply(tftp(&app), "127.0.3.5", &name, Duration::from_millis(1500))
-                .await;
+            clients::first_reply(tftp(app), "127.0.3.5", &name, Duration::from_millis(1500)).await;
         assert!(reply.is_none(), "{name}: answered {reply:?}");
     };
     tokio::join!(
@@ -124,16 +131,19 @@ async fn a_source_in_no_tenant_network_gets_no_answer() {
         stranger("no-such-file.cfg".into()),
     );
     let after = metric(
-        &metrics(&app).await,
+        &metrics(app).await,
         "dialtone_provisioning_unknown_source_total",
     )
     .unwrap();
-    assert!(after >= before + 3.0, "unknown sources not counted: {before} -> {after}");
+    assert!(
+        after >= before + 3.0,
+        "unknown sources not counted: {before} -> {after}"
+    );
     // HTTP: 404 for everything.
     let web = clients::http_from("127.0.3.5");
     for name in ["SIPDefault.cnf".to_owned(), format!("SIP{MAC_A}.cnf")] {
         let r = web
-            .get(clients::file_url(http_files(&app), &name))
+            .get(clients::file_url(http_files(app), &name))
             .send()
             .await
             .unwrap();
@@ -144,8 +154,9 @@ async fn a_source_in_no_tenant_network_gets_no_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn names_with_dot_dot_or_backslashes_get_an_error_never_a_file() {
     let app = TestApp::spawn_full().await;
-    two_tenants(&app).await;
-    let ok = clients::tftp_get(tftp(&app), "127.0.1.5", "SIPDefault.cnf", &[]).await;
+    let app = &app;
+    two_tenants(app).await;
+    let ok = clients::tftp_get(tftp(app), "127.0.1.5", "SIPDefault.cnf", &[]).await;
     assert!(ok.is_ok(), "control: {ok:?}");
     for name in [
         "../SIPDefault.cnf",
@@ -160,7 +171,7 @@ async fn names_with_dot_dot_or_backslashes_get_an_error_never_a_file() {
         "sub\\SIPDefault.cnf",
         "C:\\windows\\win.ini",
     ] {
-        let p = clients::first_reply(tftp(&app), "127.0.1.5", name, Duration::from_secs(3))
+        let p = clients::first_reply(tftp(app), "127.0.1.5", name, Duration::from_secs(3))
             .await
             .unwrap_or_else(|| panic!("{name}: no answer"));
         assert_eq!(&p[..2], b"\x00\x05", "{name}: not an ERROR packet: {p:?}");
@@ -176,7 +187,7 @@ async fn names_with_dot_dot_or_backslashes_get_an_error_never_a_file() {
         "..%5CSIPDefault.cnf",
     ] {
         let r = web
-            .get(format!("http://{}/{path}", http_files(&app)))
+            .get(format!("http://{}/{path}", http_files(app)))
             .send()
             .await
             .unwrap();
@@ -231,3 +242,124 @@ async fn a_change_through_the_api_is_served_within_a_second() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn disabling_and_removing_networks_take_effect_on_the_wire() {
+    let app = TestApp::spawn_full().await;
+    let app = &app;
+    two_tenants(app).await;
+    let own = format!("SIP{MAC_A}.cnf");
+    let web = clients::http_from("127.0.1.5");
+    let status = |name: String| {
+        let web = web.clone();
+        async move {
+            web.get(clients::file_url(http_files(app), &name))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(status(own.clone()).await, StatusCode::OK);
+    let patch_phone = |enabled: bool| async move {
+        let r = app
+            .call(
+                reqwest::Method::PATCH,
+                &format!("/v1/tenants/alpha/phones/{MAC_A}"),
+                Some(&app.admin()),
+                Some(json!({ "enabled": enabled })),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    };
+    // A disabled phone gets "file not found"; the rest of its tenant is still served.
+    patch_phone(false).await;
+    wait_snapshot_miss(app, "127.0.1.5", &own).await;
+    assert_eq!(status(own.clone()).await, StatusCode::NOT_FOUND);
+    let t = clients::tftp_get(tftp(app), "127.0.1.5", &own, &[]).await;
+    assert_eq!(t.unwrap_err(), FetchError::Tftp(1, "File not found".into()));
+    assert_eq!(status("SIPDefault.cnf".into()).await, StatusCode::OK);
+    patch_phone(true).await;
+    wait_snapshot(app, "127.0.1.5", &own, |_| true).await;
+    // A disabled tenant gets "file not found" for everything.
+    let r = app
+        .call(
+            reqwest::Method::PATCH,
+            "/v1/tenants/alpha",
+            Some(&app.admin()),
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    wait_snapshot_miss(app, "127.0.1.5", "SIPDefault.cnf").await;
+    for name in [own.clone(), "SIPDefault.cnf".into()] {
+        assert_eq!(status(name.clone()).await, StatusCode::NOT_FOUND, "{name}");
+        let t = clients::tftp_get(tftp(app), "127.0.1.5", &name, &[]).await;
+        assert_eq!(t.unwrap_err(), FetchError::Tftp(1, "File not found".into()));
+    }
+    // Bravo is untouched.
+    let t = clients::tftp_get(tftp(app), "127.0.2.5", "SIPDefault.cnf", &[]).await;
+    assert!(t.is_ok(), "{t:?}");
+    // Removing bravo's network: its addresses are strangers within a second.
+    let nets = app
+        .call(
+            reqwest::Method::GET,
+            "/v1/tenants/bravo/networks",
+            Some(&app.admin()),
+            None,
+        )
+        .await;
+    let id = nets.body["items"][0]["id"].as_str().unwrap().to_owned();
+    let r = app
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/tenants/bravo/networks/{id}"),
+            Some(&app.admin()),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let removed = Instant::now();
+    let bravo = clients::http_from("127.0.2.5");
+    loop {
+        let s = bravo
+            .get(clients::file_url(http_files(app), "SIPDefault.cnf"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if s == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(
+            removed.elapsed() < Duration::from_secs(1),
+            "still served 1 s after the network was removed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let reply = clients::first_reply(
+        tftp(app),
+        "127.0.2.5",
+        "SIPDefault.cnf",
+        Duration::from_millis(1500),
+    )
+    .await;
+    assert!(
+        reply.is_none(),
+        "a removed network still gets answers: {reply:?}"
+    );
+}
+
+/// Waits until the process's snapshot no longer serves `name` to `source`.
+async fn wait_snapshot_miss(app: &TestApp, source: &str, name: &str) {
+    let ip = source.parse().unwrap();
+    super::eventually(
+        Duration::from_secs(10),
+        &format!("the snapshot to stop serving {name} to {source}"),
+        || {
+            let miss =
+                dialtone::provisioning::provision(&app.snapshot.current(), ip, name).is_err();
+            async move { miss.then_some(()) }
+        },
+    )
+    .await;
+}
