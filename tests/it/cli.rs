@@ -89,3 +89,32 @@ async fn token_issue_output_is_accepted_and_scoped() {
         .unwrap();
     assert!(!bad.status.success());
 }
+
+#[test]
+fn a_second_start_on_the_same_data_dir_reuses_the_running_cluster() {
+    let dir = std::env::temp_dir().join(format!("dialtone-reuse-{}", std::process::id()));
+    let first = dialtone::db::cluster::LocalCluster::start_ephemeral(&dir).expect("first start");
+    let pid_file = dir.join("data/postmaster.pid");
+    let pid_before = std::fs::read_to_string(&pid_file).unwrap();
+    let second = dialtone::db::cluster::LocalCluster::start(&dir).expect("second start reuses");
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap(),
+        pid_before,
+        "the same server, not a new one"
+    );
+    // Stopping the second handle leaves the server it did not start running.
+    second.stop();
+    assert!(
+        pid_file.exists(),
+        "only the process that started the server stops it"
+    );
+    first.stop();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while pid_file.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first handle stops the server"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
