@@ -6,6 +6,7 @@ mod error;
 mod extract;
 mod files;
 mod health;
+mod imports;
 mod networks;
 mod openapi;
 mod phones;
@@ -129,6 +130,7 @@ fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
                 .configure(tenants::routes)
                 .configure(networks::routes)
                 .configure(phones::routes)
+                .configure(imports::routes)
                 .configure(files::routes)
                 .configure(preview::routes)
                 .configure(audit::routes),

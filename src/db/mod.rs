@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod cluster;
 pub mod fetches;
+pub mod imports;
 pub mod files;
 pub mod migrate;
 pub mod networks;

@@ -6,6 +6,7 @@ mod concurrency;
 mod errors;
 mod files;
 mod helpers;
+mod imports;
 mod isolation;
 mod networks;
 mod openapi;
