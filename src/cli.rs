@@ -44,11 +44,59 @@ pub enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Fleet operations against a running API (URL and token from flags or DIALTONE_URL / DIALTONE_TOKEN).
+    Phones {
+        /// What to do.
+        #[command(subcommand)]
+        action: PhonesAction,
+        /// API base URL.
+        #[arg(
+            long,
+            env = "DIALTONE_URL",
+            default_value = "http://127.0.0.1:8080",
+            global = true
+        )]
+        url: String,
+        /// Bearer token; when absent, a short-lived platform-admin token is signed with the local secret.
+        #[arg(long, env = "DIALTONE_TOKEN", global = true, hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Load generators for capacity planning (TFTP boot storm).
     Bench {
         /// Which benchmark.
         #[command(subcommand)]
         action: crate::bench::BenchAction,
+    },
+}
+
+/// `dialtone phones …`.
+#[derive(Debug, Subcommand)]
+pub enum PhonesAction {
+    /// Create or update phones from a .csv or .json file (all or nothing unless --partial).
+    Import {
+        /// The file (`.csv` with a header row, or `.json` with an array).
+        file: PathBuf,
+        /// Tenant slug.
+        #[arg(long)]
+        tenant: String,
+        /// Check and report only.
+        #[arg(long)]
+        dry_run: bool,
+        /// Apply the good rows even when some are refused.
+        #[arg(long)]
+        partial: bool,
+    },
+    /// Print a tenant's phones in the import format (no passwords).
+    Export {
+        /// Tenant slug.
+        #[arg(long)]
+        tenant: String,
+        /// csv or json.
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// Write to this file instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
 }
 
@@ -124,6 +172,44 @@ pub fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench { action } => runtime.block_on(crate::bench::run(action)),
+        Command::Phones { action, url, token } => {
+            let token = match token {
+                Some(t) => t,
+                None => app::keys(&config)?.issue(
+                    "cli",
+                    Role::PlatformAdmin,
+                    None,
+                    std::time::Duration::from_secs(3600),
+                )?,
+            };
+            let target = crate::ops::Target { url, token };
+            match action {
+                PhonesAction::Import {
+                    file,
+                    tenant,
+                    dry_run,
+                    partial,
+                } => {
+                    let refused = runtime.block_on(crate::ops::import(
+                        &target, &tenant, &file, dry_run, partial,
+                    ))?;
+                    if refused > 0 {
+                        anyhow::bail!("{refused} row(s) refused");
+                    }
+                    Ok(())
+                }
+                PhonesAction::Export {
+                    tenant,
+                    format,
+                    output,
+                } => runtime.block_on(crate::ops::export(
+                    &target,
+                    &tenant,
+                    &format,
+                    output.as_deref(),
+                )),
+            }
+        }
         Command::Openapi => {
             println!("{}", crate::api::openapi().to_pretty_json()?);
             Ok(())

@@ -16,3 +16,4 @@ pub mod metrics;
 pub mod provisioning;
 pub mod snapshot;
 pub mod tftp;
+pub mod ops;

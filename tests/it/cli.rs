@@ -118,3 +118,74 @@ fn a_second_start_on_the_same_data_dir_reuses_the_running_cluster() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phones_import_and_export_from_the_command_line() {
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    let dir = std::env::temp_dir().join(format!("dialtone-cli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("phones.csv");
+    std::fs::write(&good, "mac,model,line1_number,line1_password\n0004f2000001,7960,101,pw1\n0004.f200.0002,7940,102,pw2\n").unwrap();
+    let token = app.tenant_admin("acme");
+    let run = |args: Vec<String>| {
+        let mut cmd = dialtone();
+        cmd.args(["phones"])
+            .args(&args)
+            .args(["--url", &app.base, "--token", &token]);
+        cmd.output().unwrap()
+    };
+    let out = tokio::task::block_in_place(|| {
+        run(vec![
+            "import".into(),
+            good.display().to_string(),
+            "--tenant".into(),
+            "acme".into(),
+        ])
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("2 created"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, r#"[{"mac": "0004f2000003", "model": "7960", "lines": [{"number": "1"}]}, {"mac": "nope", "model": "7960", "lines": [{"number": "1"}]}]"#).unwrap();
+    let out = tokio::task::block_in_place(|| {
+        run(vec![
+            "import".into(),
+            bad.display().to_string(),
+            "--tenant".into(),
+            "acme".into(),
+            "--dry-run".into(),
+        ])
+    });
+    assert!(
+        !out.status.success(),
+        "a refused row makes the command fail"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("row 2: mac"), "{err}");
+
+    let out = tokio::task::block_in_place(|| {
+        run(vec!["export".into(), "--tenant".into(), "acme".into()])
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert!(csv.starts_with("mac,model,"), "{csv}");
+    assert!(
+        csv.contains("0004F2000001,7960") && csv.contains("0004F2000002,7940"),
+        "{csv}"
+    );
+    assert!(!csv.contains("pw1"));
+    std::fs::remove_dir_all(&dir).ok();
+}
