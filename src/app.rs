@@ -26,6 +26,18 @@ pub fn keys(config: &Config) -> anyhow::Result<Keys> {
     Keys::new(Some(&secret), &config.jwt_public_keys, &config.jwt_audience)
 }
 
+/// The configured `provisioning_addresses`, parsed; a bad address stops the start-up.
+pub fn provisioning_addresses(config: &Config) -> anyhow::Result<Vec<std::net::IpAddr>> {
+    config
+        .provisioning_addresses
+        .iter()
+        .map(|a| {
+            a.parse::<std::net::IpAddr>()
+                .map_err(|_| anyhow::anyhow!("provisioning_addresses: {a:?} is not an IP address"))
+        })
+        .collect()
+}
+
 /// A started process: the addresses it bound, and its tasks.
 pub struct Running {
     /// The REST API, when running.
@@ -107,6 +119,8 @@ pub async fn start(
     local_db: bool,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Running> {
+    // A bad setting stops the start-up before anything is touched.
+    let provisioning_addresses = provisioning_addresses(config)?;
     // The API brings a fresh database (or a new release) up to date before serving; a provisioning-only
     // process leaves that to `migrate` unless it runs its own private database.
     if parts.api || local_db {
@@ -142,6 +156,12 @@ pub async fn start(
         shutdown: shutdown.clone(),
     };
     if parts.api {
+        tasks.spawn(janitor(
+            pool.clone(),
+            config.snapshot_reload_secs,
+            config.fetch_retention_days,
+            shutdown.clone(),
+        ));
         let state = AppState {
             pool,
             keys: Arc::new(keys(config)?),
@@ -149,6 +169,8 @@ pub async fn start(
             snapshot,
             frontend: frontend.clone(),
             tftp_stats: tftp_stats.clone(),
+            resync_rate_per_second: config.resync_rate_per_second,
+            provisioning_addresses,
         };
         let settings = ApiSettings {
             listen: config.api_listen,
@@ -177,6 +199,33 @@ pub async fn start(
     running.tasks = tasks;
     running.frontend = frontend;
     Ok(running)
+}
+
+/// Prunes tombstones (kept for ten snapshot reload periods, at least an hour) and fetch events past
+/// their retention, every ten minutes, in bounded batches. Failures are logged and retried next time.
+async fn janitor(
+    pool: db::Pool,
+    reload_secs: u64,
+    retention_days: u32,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let keep_secs = (reload_secs * 10).max(3600) as i64;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+        }
+        let result = async {
+            let client = pool.get().await?;
+            db::maintenance::prune(&client, keep_secs, i64::from(retention_days), 50_000).await
+        }
+        .await;
+        match result {
+            Ok(n) if n > 0 => tracing::info!(rows = n, "pruned old tombstones and fetch events"),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "pruning skipped"),
+        }
+    }
 }
 
 /// The front end's listening addresses, filled by [`start_frontend`].
@@ -233,6 +282,7 @@ async fn start_refresher(
         url: url.to_owned(),
         full_reload_every: Duration::from_secs(config.snapshot_reload_secs.max(1)),
         retry_every: Duration::from_millis(500),
+        prepare: Some(crate::provisioning::warm),
     };
     {
         let (handle, token) = (handle.clone(), shutdown.clone());

@@ -94,6 +94,12 @@ pub struct Config {
     pub snapshot_reload_secs: u64,
     /// Fetch events held in memory while the database is slow or away.
     pub fetch_queue_capacity: usize,
+    /// Days of fetch history kept (older events are pruned by API processes).
+    pub fetch_retention_days: u32,
+    /// Remote resync `NOTIFY`s sent per second by a tenant-wide resync (1 to 1000).
+    pub resync_rate_per_second: u32,
+    /// Public addresses phones should use as TFTP server (DHCP options 66 and 150 of `dhcp-config`).
+    pub provisioning_addresses: Vec<String>,
 }
 
 impl Default for Config {
@@ -124,6 +130,9 @@ impl Default for Config {
             http_trusted_proxies: Vec::new(),
             snapshot_reload_secs: 60,
             fetch_queue_capacity: 100_000,
+            fetch_retention_days: 90,
+            resync_rate_per_second: 20,
+            provisioning_addresses: Vec::new(),
         }
     }
 }
@@ -212,8 +221,21 @@ impl Config {
                 .filter(|s| !s.is_empty())
                 .collect();
         }
+        if let Some(v) = get("DIALTONE_PROVISIONING_ADDRESSES") {
+            self.provisioning_addresses = v
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+        }
+        if let Some(v) = get("DIALTONE_FETCH_RETENTION_DAYS") {
+            self.fetch_retention_days = parse("DIALTONE_FETCH_RETENTION_DAYS", v)?;
+        }
         if let Some(v) = get("DIALTONE_SNAPSHOT_RELOAD_SECS") {
             self.snapshot_reload_secs = parse("DIALTONE_SNAPSHOT_RELOAD_SECS", v)?;
+        }
+        if let Some(v) = get("DIALTONE_RESYNC_RATE_PER_SECOND") {
+            self.resync_rate_per_second = parse("DIALTONE_RESYNC_RATE_PER_SECOND", v)?;
         }
         Ok(())
     }
@@ -293,6 +315,23 @@ mod tests {
             msg.contains("DIALTONE_DB_POOL_SIZE") && !msg.contains("lots-secret"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn provisioning_addresses_from_file_and_env() {
+        assert!(Config::default().provisioning_addresses.is_empty());
+        let mut c: Config = toml::from_str("provisioning_addresses = [\"198.51.100.1\"]").unwrap();
+        assert_eq!(c.provisioning_addresses, ["198.51.100.1"]);
+        c.apply_env(|k| {
+            (k == "DIALTONE_PROVISIONING_ADDRESSES")
+                .then(|| " 192.0.2.10, 192.0.2.11,,".to_string())
+        })
+        .unwrap();
+        assert_eq!(c.provisioning_addresses, ["192.0.2.10", "192.0.2.11"]);
+        // An empty variable leaves the configured list alone.
+        c.apply_env(|k| (k == "DIALTONE_PROVISIONING_ADDRESSES").then(String::new))
+            .unwrap();
+        assert_eq!(c.provisioning_addresses.len(), 2);
     }
 
     #[test]

@@ -2,15 +2,19 @@
 //! Handlers are adapters only: they parse, authorise, call `db`, and shape responses.
 
 mod audit;
+mod dhcp;
 mod error;
 mod extract;
 mod files;
+mod firmware;
 mod health;
 mod imports;
 mod networks;
 mod openapi;
 mod phones;
 mod preview;
+mod resync;
+mod templates;
 mod tenants;
 
 use std::net::{SocketAddr, TcpListener};
@@ -48,6 +52,10 @@ pub struct AppState {
     pub frontend: Option<Arc<crate::frontend::Frontend>>,
     /// Its TFTP counters.
     pub tftp_stats: Option<Arc<crate::tftp::TftpStats>>,
+    /// Remote resync `NOTIFY`s per second of a tenant-wide resync.
+    pub resync_rate_per_second: u32,
+    /// Public addresses phones should use as TFTP server (the `dhcp-config` snippets).
+    pub provisioning_addresses: Vec<std::net::IpAddr>,
 }
 
 /// Settings of the API listener.
@@ -132,7 +140,11 @@ fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
                 .configure(phones::routes)
                 .configure(imports::routes)
                 .configure(files::routes)
+                .configure(firmware::routes)
                 .configure(preview::routes)
+                .configure(templates::routes)
+                .configure(resync::routes)
+                .configure(dhcp::routes)
                 .configure(audit::routes),
         );
 }

@@ -161,6 +161,12 @@ pub async fn create_phone(
     .await?;
     let phone = read_back(&tx, tenant.id, &mac).await?;
     tx.commit().await.map_err(db::DbError::from)?;
+    let mut phone = phone;
+    phone.warnings = super::firmware::warnings(
+        &state.snapshot.current(),
+        tenant.slug.as_str(),
+        &phone.settings,
+    );
     let resp = HttpResponse::Created()
         .insert_header((
             header::LOCATION,
@@ -217,6 +223,12 @@ pub async fn put_phone(
             .await?;
             let phone = read_back(&tx, tenant.id, &mac).await?;
             tx.commit().await.map_err(db::DbError::from)?;
+            let mut phone = phone;
+            phone.warnings = super::firmware::warnings(
+                &state.snapshot.current(),
+                tenant.slug.as_str(),
+                &phone.settings,
+            );
             return Ok(with_etag(
                 HttpResponse::Created().json(&phone),
                 phone.revision,
@@ -246,6 +258,12 @@ pub async fn put_phone(
     .await?;
     let phone = read_back(&tx, tenant.id, &mac).await?;
     tx.commit().await.map_err(db::DbError::from)?;
+    let mut phone = phone;
+    phone.warnings = super::firmware::warnings(
+        &state.snapshot.current(),
+        tenant.slug.as_str(),
+        &phone.settings,
+    );
     Ok(with_etag(HttpResponse::Ok().json(&phone), phone.revision))
 }
 
@@ -368,6 +386,12 @@ pub async fn patch_phone(
     .await?;
     let phone = read_back(&tx, tenant.id, &mac).await?;
     tx.commit().await.map_err(db::DbError::from)?;
+    let mut phone = phone;
+    phone.warnings = super::firmware::warnings(
+        &state.snapshot.current(),
+        tenant.slug.as_str(),
+        &phone.settings,
+    );
     Ok(with_etag(HttpResponse::Ok().json(&phone), phone.revision))
 }
 

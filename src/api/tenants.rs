@@ -170,6 +170,12 @@ pub async fn create_tenant(
     )
     .await?;
     tx.commit().await.map_err(db::DbError::from)?;
+    let mut tenant = tenant;
+    tenant.warnings = super::firmware::warnings(
+        &state.snapshot.current(),
+        tenant.slug.as_str(),
+        &tenant.settings,
+    );
     let resp = HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/tenants/{}", tenant.slug)))
         .json(&tenant);
@@ -296,6 +302,8 @@ pub async fn patch_tenant(
     )
     .await?;
     tx.commit().await.map_err(db::DbError::from)?;
+    let mut t = t;
+    t.warnings = super::firmware::warnings(&state.snapshot.current(), t.slug.as_str(), &t.settings);
     Ok(with_etag(HttpResponse::Ok().json(&t), t.revision))
 }
 

@@ -555,7 +555,11 @@ mod tests {
             h.record(500);
         }
         h.record(3_000_000);
-        assert_eq!(h.percentile(99.0), 500);
+        assert_eq!(
+            h.percentile(99.0),
+            503,
+            "500 reported as its bucket's upper bound"
+        );
         assert_eq!(h.max(), 3_000_000);
     }
 

@@ -189,6 +189,41 @@ pub async fn last_served(
         .collect())
 }
 
+/// Where and when phone `mac` of `tenant` was last seen: the source address of its latest fetch event
+/// (any protocol, any outcome).
+pub async fn last_seen(
+    c: &impl GenericClient,
+    tenant: Uuid,
+    mac: &str,
+) -> Result<Option<(std::net::IpAddr, OffsetDateTime)>, DbError> {
+    let row = c
+        .query_opt(
+            "SELECT source, at FROM fetch_events WHERE tenant_id = $1 AND phone_mac = $2
+             ORDER BY at DESC, id DESC LIMIT 1",
+            &[&tenant, &mac],
+        )
+        .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
+/// The last-seen source address of every phone of `tenant` that has fetched anything, by MAC.
+pub async fn last_seen_all(
+    c: &impl GenericClient,
+    tenant: Uuid,
+) -> Result<Vec<(String, std::net::IpAddr)>, DbError> {
+    let rows = c
+        .query(
+            "SELECT p.mac, f.source FROM phones p
+             CROSS JOIN LATERAL (SELECT e.source FROM fetch_events e
+                                 WHERE e.tenant_id = p.tenant_id AND e.phone_mac = p.mac
+                                 ORDER BY e.at DESC, e.id DESC LIMIT 1) f
+             WHERE p.tenant_id = $1 ORDER BY p.mac",
+            &[&tenant],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 /// A device seen on a tenant's network without a phone.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct DiscoveredDevice {

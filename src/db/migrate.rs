@@ -22,6 +22,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "file_directories",
         include_str!("../../sql/V4__file_directories.sql"),
     ),
+    (
+        5,
+        "tenant_templates",
+        include_str!("../../sql/V5__tenant_templates.sql"),
+    ),
 ];
 
 /// Advisory-lock key that serialises concurrent `migrate` runs across processes.

@@ -3,12 +3,14 @@
 pub mod audit;
 pub mod cluster;
 pub mod fetches;
-pub mod imports;
 pub mod files;
+pub mod imports;
+pub mod maintenance;
 pub mod migrate;
 pub mod networks;
 pub mod phones;
 pub mod snapshot;
+pub mod templates;
 pub mod tenants;
 
 use std::str::FromStr;

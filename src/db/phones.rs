@@ -72,6 +72,9 @@ pub struct Phone {
     /// Change sequence number (the ETag).
     #[serde(skip)]
     pub revision: i64,
+    /// Problems worth knowing that did not stop the write (e.g. a pinned firmware load not uploaded yet).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Filters for listing phones.
@@ -102,6 +105,7 @@ fn from_row(r: &Row, lines: Vec<LineOut>) -> Phone {
         created_at: r.get(7),
         updated_at: r.get(8),
         revision: r.get(9),
+        warnings: Vec::new(),
     }
 }
 
@@ -299,4 +303,20 @@ pub async fn delete(c: &impl GenericClient, mac: &MacAddress) -> Result<(), DbEr
     c.execute("DELETE FROM phones WHERE mac = $1", &[&mac.to_string()])
         .await?;
     Ok(())
+}
+
+/// Every phone of `tenant` with the number of its first line (lowest position), by MAC.
+pub async fn first_line_numbers(
+    c: &impl GenericClient,
+    tenant: Uuid,
+) -> Result<Vec<(String, Option<String>)>, DbError> {
+    let rows = c
+        .query(
+            "SELECT p.mac, (SELECT l.number FROM phone_lines l WHERE l.phone_mac = p.mac
+                            ORDER BY l.position LIMIT 1)
+             FROM phones p WHERE p.tenant_id = $1 ORDER BY p.mac",
+            &[&tenant],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }

@@ -10,7 +10,9 @@ use uuid::Uuid;
 
 use super::DbError;
 use crate::domain::{MacAddress, Model, Prefix, Settings, TenantSlug};
-use crate::snapshot::{LineView, PhoneView, Snapshot, StoredFile, TenantView};
+use crate::snapshot::{
+    CompiledTemplate, LineView, PhoneView, Snapshot, StoredFile, TemplateId, TenantView,
+};
 
 /// Blob contents already in memory, by SHA-256, so that a reload fetches only new blobs.
 pub type BlobCache = HashMap<[u8; 32], Bytes>;
@@ -61,7 +63,8 @@ pub async fn load(
             "SELECT GREATEST(
                 (SELECT coalesce(max(revision), 0) FROM tenants), (SELECT coalesce(max(revision), 0) FROM networks),
                 (SELECT coalesce(max(revision), 0) FROM phones), (SELECT coalesce(max(revision), 0) FROM files),
-                (SELECT coalesce(max(revision), 0) FROM tombstones))",
+                (SELECT coalesce(max(revision), 0) FROM tombstones),
+                (SELECT coalesce(max(revision), 0) FROM tenant_templates))",
             &[],
         )
         .await?
@@ -87,6 +90,7 @@ pub async fn load(
             enabled: r.get(2),
             settings: settings(r.get(3)),
             files: HashMap::new(),
+            templates: Default::default(),
         });
     }
     let networks: Vec<(Prefix, usize)> = tx
@@ -101,6 +105,8 @@ pub async fn load(
         })
         .collect();
 
+    // Compiled templates are reused from any previous snapshot when the source is unchanged.
+    let previous_all = previous.map(|(prev, _)| prev);
     // A delta needs the same tenants at the same indices as the previous snapshot.
     let previous = previous.filter(|(prev, _)| {
         prev.tenants().len() == tenants.len()
@@ -137,6 +143,7 @@ pub async fn load(
         }
     };
     let global = read_files(&tx, &index, &mut tenants, blobs).await?;
+    read_templates(&tx, &index, &mut tenants, previous_all).await?;
     tx.commit().await?;
     Ok(Loaded {
         snapshot: Snapshot::build_shared(sequence, tenants, networks, phones, global),
@@ -255,4 +262,42 @@ async fn read_files(
     }
     blobs.retain(|k, _| used.contains(k));
     Ok(global)
+}
+
+/// Template overrides (small: read whole), compiled into their tenants; an unchanged source reuses the
+/// previous snapshot's compiled template. One that does not compile (saving validates, so only an edit
+/// behind the API's back) is skipped with a warning: the built-in renderer serves that file.
+async fn read_templates(
+    tx: &Transaction<'_>,
+    index: &HashMap<Uuid, usize>,
+    tenants: &mut [TenantView],
+    previous: Option<&Snapshot>,
+) -> Result<(), DbError> {
+    let rows = tx
+        .query("SELECT tenant_id, file, body FROM tenant_templates", &[])
+        .await?;
+    for r in &rows {
+        let (tenant_id, file, body): (Uuid, String, String) = (r.get(0), r.get(1), r.get(2));
+        let (Some(&i), Some(id)) = (index.get(&tenant_id), TemplateId::parse(&file)) else {
+            tracing::warn!(tenant = %tenant_id, file, "template override with an unknown id skipped");
+            continue;
+        };
+        let reused = previous
+            .and_then(|p| p.tenants().iter().find(|t| t.id == tenant_id))
+            .and_then(|t| t.templates.get_shared(id))
+            .filter(|c| c.source() == body)
+            .cloned();
+        let compiled = match reused {
+            Some(c) => c,
+            None => match CompiledTemplate::compile(id, &body) {
+                Ok(c) => Arc::new(c),
+                Err(error) => {
+                    tracing::warn!(tenant = %tenants[i].slug, file, error, "template override does not compile; skipped");
+                    continue;
+                }
+            },
+        };
+        tenants[i].templates.insert(compiled);
+    }
+    Ok(())
 }

@@ -33,6 +33,9 @@ pub struct Tenant {
     /// Change sequence number of the last write (the ETag).
     #[serde(skip)]
     pub revision: i64,
+    /// Problems worth knowing that did not stop the write (e.g. a pinned firmware load not uploaded yet).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 const COLUMNS: &str = "id, slug, name, enabled, settings, created_at, updated_at, revision";
@@ -51,6 +54,7 @@ fn from_row(r: &Row) -> Tenant {
         created_at: r.get(5),
         updated_at: r.get(6),
         revision: r.get(7),
+        warnings: Vec::new(),
     }
 }
 

@@ -51,10 +51,20 @@
 //!
 //! SIP passwords appear only in the per-device files (`SIP<MAC>.cnf`, full `SEP<MAC>.cnf.xml`), never in a
 //! tenant-wide file.
+//!
+//! # Template overrides
+//!
+//! A tenant may replace the renderer of any rendered file by a MiniJinja template ([`template`]). The
+//! override is used when the tenant has one for the file and it renders a valid file; otherwise (none,
+//! or it fails on data changed since it was saved) the built-in renderer is. The `sync` stamp is computed
+//! over what is actually served (overrides included; `SIPDefault.cnf` rendered with an empty `sync`).
 
+pub mod firmware;
 pub mod name;
 pub mod render;
 pub mod resolve;
+pub mod template;
+pub mod validate;
 
 #[cfg(test)]
 mod checks;
@@ -68,7 +78,7 @@ use std::net::IpAddr;
 use bytes::Bytes;
 
 use crate::domain::{Family, MacAddress};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{CompiledTemplate, PhoneView, Snapshot, TemplateId, TenantView};
 
 pub use name::{BadName, Class, FileKind};
 pub use resolve::Resolved;
@@ -232,18 +242,15 @@ fn serve_device(
         return Err(Miss::DeviceDisabled);
     }
     let kind = kind.ok_or(Miss::NotFound)?;
-    let r = Resolved::device(snap.tenant(tenant), phone);
-    let (body, content_type) = match (kind, phone.model.family()) {
-        (FileKind::SipDeviceCnf, Family::Sip79xx) => (sip79xx::sip_device(&r, phone), "text/plain"),
-        (FileKind::SepDeviceXml, Family::Sip79xx) => {
-            // Without a load the loader file would only produce "No Load Specified": let the
-            // loader's hunt go on to SIP<MAC>.cnf instead.
-            let load = r.load_for(phone.model).ok_or(Miss::KnownAbsent)?;
-            (xml_device::sep_79xx_loader(phone.model, load), "text/xml")
-        }
-        (FileKind::SepDeviceXml, _) => (xml_device::sep_full(&r, phone), "text/xml"),
-        _ => return Err(Miss::NotFound),
+    let id = template::device_id(kind, phone.model).ok_or(Miss::NotFound)?;
+    let t = snap.tenant(tenant);
+    let r = Resolved::device(t, phone);
+    let content_type = if kind == FileKind::SipDeviceCnf {
+        "text/plain"
+    } else {
+        "text/xml"
     };
+    let body = device_file(t, phone, &r, id, None).ok_or(Miss::KnownAbsent)?;
     Ok(Served {
         bytes: Bytes::from(body),
         content_type,
@@ -253,9 +260,66 @@ fn serve_device(
     })
 }
 
+/// A per-device file for `phone` (effective settings `r`): the tenant's override when it has one and it
+/// renders a valid file, else the built-in renderer; `None` when there is nothing to serve. `cx` is the
+/// tenant's template context when the caller already has one.
+fn device_file(
+    t: &TenantView,
+    phone: &PhoneView,
+    r: &Resolved,
+    id: TemplateId,
+    cx: Option<&template::TenantContext>,
+) -> Option<String> {
+    // Without a load the loader file would only produce "No Load Specified": let the loader's hunt go
+    // on to SIP<MAC>.cnf instead (with or without an override).
+    if id == TemplateId::SepLoaderXml && r.load_for(phone.model).is_none() {
+        return None;
+    }
+    if let Some(tpl) = t.templates.get(id) {
+        let owned;
+        let cx = match cx {
+            Some(cx) => cx,
+            None => {
+                owned = template::TenantContext::new(t, &Resolved::tenant(t));
+                &owned
+            }
+        };
+        if let Ok(out) = template::render_device(tpl, cx, phone, r) {
+            return out;
+        }
+    }
+    match id {
+        TemplateId::SipDeviceCnf => Some(sip79xx::sip_device(r, phone)),
+        TemplateId::SepLoaderXml => r
+            .load_for(phone.model)
+            .map(|load| xml_device::sep_79xx_loader(phone.model, load)),
+        TemplateId::SepDeviceXml => Some(xml_device::sep_full(r, phone)),
+        _ => None,
+    }
+}
+
+/// A tenant-wide override's output, when the tenant has an override for `kind` and it renders a valid
+/// file (`Some(None)`: it renders nothing to serve).
+fn tenant_override(
+    t: &TenantView,
+    r: &Resolved,
+    tpl: &CompiledTemplate,
+    sync: Option<&str>,
+) -> Option<Option<String>> {
+    let cx = template::TenantContext::new(t, r);
+    template::render_tenant(tpl, &cx, sync).ok()
+}
+
 /// Renders a tenant-wide file; `None` when the configuration gives it nothing to say.
 fn render_tenant_wide(snap: &Snapshot, tenant: usize, kind: FileKind) -> Option<String> {
-    let r = Resolved::tenant(snap.tenant(tenant));
+    let t = snap.tenant(tenant);
+    let r = Resolved::tenant(t);
+    if let Some(tpl) = template::tenant_wide_id(kind).and_then(|id| t.templates.get(id)) {
+        let sync = template::needs_sync(tpl.id()).then(|| sync_value(snap, tenant, &r));
+        if let Some(out) = tenant_override(t, &r, tpl, sync.as_deref()) {
+            return out;
+        }
+    }
     match kind {
         FileKind::Os79xxTxt => sip79xx::os79xx_txt(&r),
         FileKind::SipDefaultCnf => Some(sip79xx::sip_default(&r, &sync_value(snap, tenant, &r))),
@@ -279,11 +343,26 @@ fn sync_value(snap: &Snapshot, tenant: usize, r: &Resolved) -> String {
 
 fn sync_stamp(snap: &Snapshot, tenant: usize, r: &Resolved) -> u32 {
     let t = snap.tenant(tenant);
+    // Overrides count as served: each part is the override's output when there is a working one.
+    let cx = (!t.templates.is_empty()).then(|| template::TenantContext::new(t, r));
+    let tenant_part = |id: TemplateId, builtin: &dyn Fn() -> Option<String>| -> Vec<u8> {
+        let sync = template::needs_sync(id).then_some("");
+        let over = t
+            .templates
+            .get(id)
+            .zip(cx.as_ref())
+            .and_then(|(tpl, cx)| template::render_tenant(tpl, cx, sync).ok());
+        over.unwrap_or_else(builtin)
+            .unwrap_or_default()
+            .into_bytes()
+    };
     let mut parts: Vec<Vec<u8>> = vec![
-        sip79xx::sip_default_body(r).finish().into_bytes(),
-        sip79xx::os79xx_txt(r).unwrap_or_default().into_bytes(),
-        dialplan::dialplan(r).into_bytes(),
-        ringlist::ringlist_dat(r).unwrap_or_default().into_bytes(),
+        tenant_part(TemplateId::SipDefaultCnf, &|| {
+            Some(sip79xx::sip_default_body(r).finish())
+        }),
+        tenant_part(TemplateId::Os79xxTxt, &|| sip79xx::os79xx_txt(r)),
+        tenant_part(TemplateId::DialPlan, &|| Some(dialplan::dialplan(r))),
+        tenant_part(TemplateId::RingListDat, &|| ringlist::ringlist_dat(r)),
     ];
     for mac in snap.phones_of(tenant) {
         let Some(phone) = snap.phone(*mac) else {
@@ -294,13 +373,26 @@ fn sync_stamp(snap: &Snapshot, tenant: usize, r: &Resolved) -> u32 {
         }
         let pr = Resolved::device(t, phone);
         parts.push(mac.octets().to_vec());
-        parts.push(sip79xx::sip_device(&pr, phone).into_bytes());
-        let loader = pr
-            .load_for(phone.model)
-            .map(|load| xml_device::sep_79xx_loader(phone.model, load))
-            .unwrap_or_default();
-        parts.push(loader.into_bytes());
+        let cnf = device_file(t, phone, &pr, TemplateId::SipDeviceCnf, cx.as_ref());
+        parts.push(cnf.unwrap_or_default().into_bytes());
+        let loader = device_file(t, phone, &pr, TemplateId::SepLoaderXml, cx.as_ref());
+        parts.push(loader.unwrap_or_default().into_bytes());
     }
     let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
     render::stamp_u31(&render::digest(&refs))
+}
+
+/// Computes, once per snapshot, the values that depend on a whole tenant (the 7940/7960 `sync` stamp,
+/// which hashes every such phone of the tenant), so that no request pays for them. The refresher calls
+/// this before it publishes a snapshot.
+pub fn warm(snap: &Snapshot) {
+    for t in 0..snap.tenants().len() {
+        let has_79xx = snap.phones_of(t).iter().any(|m| {
+            snap.phone(*m)
+                .is_some_and(|p| p.model.family() == Family::Sip79xx)
+        });
+        if has_79xx {
+            let _ = preview_tenant(snap, t, "syncinfo.xml");
+        }
+    }
 }

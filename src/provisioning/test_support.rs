@@ -46,6 +46,7 @@ pub fn tenant(slug: &str, settings: serde_json::Value) -> TenantView {
         enabled: true,
         settings: Settings::from_json(settings).unwrap(),
         files: HashMap::new(),
+        templates: Default::default(),
     }
 }
 

@@ -56,6 +56,8 @@ pub struct TenantView {
     pub settings: Settings,
     /// Tenant files by name; they shadow global files of the same name.
     pub files: HashMap<String, StoredFile>,
+    /// The tenant's template overrides, compiled (the built-in renderer is used for the others).
+    pub templates: super::Templates,
 }
 
 /// One line of a phone.
@@ -359,6 +361,7 @@ mod tests {
             enabled: true,
             settings: Settings::default(),
             files: HashMap::new(),
+            templates: Default::default(),
         }
     }
 

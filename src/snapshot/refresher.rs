@@ -122,6 +122,9 @@ pub struct RefresherSettings {
     pub full_reload_every: Duration,
     /// Pause between reconnection attempts.
     pub retry_every: Duration,
+    /// Work done on each new snapshot before it is published (off the request path), e.g. computing
+    /// tenant-wide stamps.
+    pub prepare: Option<fn(&Snapshot)>,
 }
 
 /// Follows the database until `shutdown`.
@@ -170,7 +173,7 @@ async fn follow(
         client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
         handle.inner.connected.store(true, Ordering::Relaxed);
         // After (re)connecting, always a full load: notifications sent meanwhile are lost.
-        let mut xsnapshot = reload(&mut client, handle, blobs, None).await?;
+        let mut xsnapshot = reload(&mut client, handle, blobs, None, settings.prepare).await?;
         let mut tick = tokio::time::interval(settings.full_reload_every);
         tick.tick().await;
         loop {
@@ -182,9 +185,9 @@ async fn follow(
                     }
                     // Coalesce a burst: everything already queued is covered by one reload.
                     while notes.try_recv().is_ok() {}
-                    xsnapshot = reload(&mut client, handle, blobs, Some(&xsnapshot)).await?;
+                    xsnapshot = reload(&mut client, handle, blobs, Some(&xsnapshot), settings.prepare).await?;
                 }
-                _ = tick.tick() => xsnapshot = reload(&mut client, handle, blobs, None).await?,
+                _ = tick.tick() => xsnapshot = reload(&mut client, handle, blobs, None, settings.prepare).await?,
             }
         }
     }
@@ -200,6 +203,7 @@ async fn reload(
     handle: &SnapshotHandle,
     blobs: &mut BlobCache,
     since: Option<&str>,
+    settings_prepare: Option<fn(&Snapshot)>,
 ) -> Result<String, db::DbError> {
     let start = Instant::now();
     let current = handle.current();
@@ -212,6 +216,16 @@ async fn reload(
         ms = elapsed.as_millis() as u64,
         "snapshot loaded"
     );
-    handle.store(loaded.snapshot, elapsed);
+    let mut snapshot = loaded.snapshot;
+    if let Some(prepare) = settings_prepare {
+        // CPU-bound (it renders every 7940/7960 phone of a tenant after a change): a blocking thread.
+        snapshot = tokio::task::spawn_blocking(move || {
+            prepare(&snapshot);
+            snapshot
+        })
+        .await
+        .map_err(|e| db::DbError::Other(e.to_string()))?;
+    }
+    handle.store(snapshot, start.elapsed());
     Ok(loaded.xsnapshot)
 }

@@ -3,8 +3,10 @@
 mod audit;
 mod cli;
 mod concurrency;
+mod dhcp;
 mod errors;
 mod files;
+mod firmware;
 mod helpers;
 mod imports;
 mod isolation;
@@ -12,5 +14,7 @@ mod networks;
 mod openapi;
 mod phones;
 mod provisioning;
+mod resync;
 mod snapshot;
+mod templates;
 mod tenants;

@@ -147,3 +147,65 @@ async fn a_delta_equals_a_full_load_even_across_concurrent_commits() {
     assert!(!fourth.delta);
     assert_eq!(phones(&fourth.snapshot), phones(&full.snapshot));
 }
+
+#[tokio::test]
+async fn pruning_removes_old_tombstones_and_fetch_events_only() {
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    app.put_phone("acme", "0A0000000001").await;
+    app.call(
+        Method::DELETE,
+        "/v1/tenants/acme/phones/0A0000000001",
+        Some(&app.admin()),
+        None,
+    )
+    .await;
+    let c = connect(&app.db_url).await;
+    c.batch_execute(
+        "UPDATE tombstones SET at = now() - interval '2 hours';
+         INSERT INTO fetch_events (at, tenant_id, protocol, source, source_port, file_name, outcome, bytes, duration_us)
+         SELECT now() - make_interval(days => d), id, 'tftp', '127.0.0.1', 1000, 'x', 'served', 1, 1
+         FROM tenants, generate_series(1, 100) d;",
+    )
+    .await
+    .unwrap();
+    let pool = dialtone::db::pool(&app.db_url, 1).unwrap();
+    let gone = dialtone::db::maintenance::prune(&pool.get().await.unwrap(), 3600, 30, 1000)
+        .await
+        .unwrap();
+    let count = |sql: &'static str| {
+        let c = &c;
+        async move { c.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(count("SELECT count(*) FROM tombstones").await, 0);
+    assert_eq!(
+        count("SELECT count(*) FROM fetch_events").await,
+        29,
+        "days 1..=29 stay"
+    );
+    assert_eq!(gone, 1 + 71);
+}
+
+#[tokio::test]
+async fn tenant_wide_stamps_are_computed_before_a_snapshot_is_published() {
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    app.put_phone("acme", "0A0000000001").await;
+    let mac = dialtone::domain::MacAddress::from_bare_hex("0A0000000001").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let snap = loop {
+        let s = app.snapshot.current();
+        if s.phone(mac).is_some() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "snapshot did not catch up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    let t = snap.tenant_by_slug("acme").unwrap();
+    // The 7940/7960 sync stamp hashes every such phone of the tenant: never on the request path.
+    let stamp = snap.tenant_memo(t, || panic!("the sync stamp was left for the request path"));
+    assert!(stamp > 0);
+}

@@ -12,7 +12,7 @@ use crate::provisioning::resolve::Resolved;
 use super::escape_xml;
 
 /// Translates a dialtone pattern into Cisco dial-template syntax.
-fn cisco_pattern(p: &str) -> String {
+pub(crate) fn cisco_pattern(p: &str) -> String {
     p.chars()
         .filter(|c| *c != 'T')
         .map(|c| if c == 'X' { '.' } else { c })

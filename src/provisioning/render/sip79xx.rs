@@ -30,7 +30,7 @@ fn bool01(b: bool) -> &'static str {
 /// DST parameters for a rule: (start month, week of month, stop month, week of month, start hour,
 /// stop hour). Week 8 means "last week"; day of week is always Sunday. Stop hours are local daylight
 /// time, as in Cisco's US sample (02 → 02).
-fn dst_params(
+pub(crate) fn dst_params(
     rule: DstRule,
     utc_offset_minutes: i32,
 ) -> Option<(&'static str, u8, &'static str, u8, i32, i32)> {
@@ -47,7 +47,7 @@ fn dst_params(
     }
 }
 
-fn codec_name(c: Codec) -> &'static str {
+pub(crate) fn codec_name(c: Codec) -> &'static str {
     match c {
         Codec::G711ulaw => "g711ulaw",
         Codec::G711alaw => "g711alaw",
@@ -55,7 +55,7 @@ fn codec_name(c: Codec) -> &'static str {
     }
 }
 
-fn date_format(d: DateFormat) -> &'static str {
+pub(crate) fn date_format(d: DateFormat) -> &'static str {
     match d {
         DateFormat::Mdy => "M/D/Y",
         DateFormat::Dmy => "D/M/Y",

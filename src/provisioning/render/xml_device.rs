@@ -31,7 +31,7 @@ fn tf(b: bool) -> &'static str {
 }
 
 /// `dateTemplate`: the order, with `A` appended for a 12-hour clock.
-fn date_template(r: &Resolved) -> String {
+pub(crate) fn date_template(r: &Resolved) -> String {
     let order = match r.date_format {
         DateFormat::Dmy => "D/M/Y",
         DateFormat::Mdy => "M/D/Y",

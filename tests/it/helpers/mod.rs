@@ -127,6 +127,8 @@ impl TestApp {
             snapshot: snapshot.clone(),
             frontend: None,
             tftp_stats: None,
+            resync_rate_per_second: 20,
+            provisioning_addresses: Vec::new(),
         };
         let settings = ApiSettings {
             listen: "127.0.0.1:0".parse().unwrap(),

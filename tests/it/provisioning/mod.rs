@@ -7,7 +7,7 @@
 //! them give a tenant 127.0.0.0/24.
 
 mod boot;
-mod clients;
+pub(crate) mod clients;
 mod drift;
 mod http;
 mod isolation;

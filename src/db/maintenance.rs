@@ -1,0 +1,31 @@
+//! Housekeeping of tables that only grow: tombstones (needed only until every snapshot follower has
+//! reloaded, which each does at least every `snapshot_reload_secs`) and old fetch events.
+
+use deadpool_postgres::GenericClient;
+
+use super::DbError;
+
+/// Deletes tombstones older than `keep_secs` and fetch events older than `retention_days`, at most
+/// `batch` rows of each per call; returns how many rows went.
+pub async fn prune(
+    c: &impl GenericClient,
+    keep_secs: i64,
+    retention_days: i64,
+    batch: i64,
+) -> Result<u64, DbError> {
+    let tombstones = c
+        .execute(
+            "DELETE FROM tombstones WHERE revision IN (
+                SELECT revision FROM tombstones WHERE at < now() - make_interval(secs => $1) LIMIT $2)",
+            &[&(keep_secs as f64), &batch],
+        )
+        .await?;
+    let events = c
+        .execute(
+            "DELETE FROM fetch_events WHERE id IN (
+                SELECT id FROM fetch_events WHERE at < now() - make_interval(days => $1::int) ORDER BY id LIMIT $2)",
+            &[&(retention_days as i32), &batch],
+        )
+        .await?;
+    Ok(tombstones + events)
+}
