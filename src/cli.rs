@@ -217,10 +217,13 @@ pub fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Logs to stderr with the configured filter. Whatever the filter says, tokio-postgres's statement log is
+/// capped at info: at debug it prints every statement's parameters, SIP passwords included.
 fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        .add_directive("tokio_postgres::query=info".parse().expect("a valid directive"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -15,6 +15,7 @@ mod openapi;
 mod phones;
 mod provisioning;
 mod resync;
+mod secrets;
 mod snapshot;
 mod templates;
 mod tenants;
