@@ -6,6 +6,7 @@
 //! bind to 127.0.1.5 and the like. tftp-hpa and atftp cannot choose their source, so the tests that use
 //! them give a tenant 127.0.0.0/24.
 
+mod abuse;
 mod boot;
 pub(crate) mod clients;
 mod drift;
