@@ -100,10 +100,13 @@ async fn pinned_loads_missing_from_the_store_are_warned_and_reported() {
         r.text
     );
 
-    let s = status_until(&app, |s| {
-        s["missing_files"].as_array().is_some_and(|m| m.len() == 3)
-    })
-    .await;
+    // The snapshot follows the uploads one by one: wait for the final picture, not any three files.
+    let expected = json!([
+        "P0S3-8-12-00.sb2",
+        "SIP42.9-4-2SR4-3S.loads",
+        "cnu42.9-4-2ES26.sbn"
+    ]);
+    let s = status_until(&app, |s| s["missing_files"] == expected).await;
     let missing: Vec<&str> = s["missing_files"]
         .as_array()
         .unwrap()
@@ -147,7 +150,7 @@ async fn pinned_loads_missing_from_the_store_are_warned_and_reported() {
     upload(&app, "P0S3-8-12-00.sb2", b"app").await;
     upload(&app, "cnu42.9-4-2ES26.sbn", b"cnu").await;
     status_until(&app, |s| {
-        s["missing_files"].as_array().is_some_and(|m| m.len() == 1)
+        s["missing_files"] == json!(["SIP42.9-4-2SR4-3S.loads"])
     })
     .await;
     let r = app
