@@ -196,9 +196,12 @@ fn serve(
                     return Ok(stored(f.bytes.clone(), &name, tenant));
                 }
             }
-            match render_tenant_wide(snap, tenant, kind) {
-                Some(body) => Ok(Served {
-                    bytes: Bytes::from(body),
+            let cached = snap.tenant_rendered(tenant, cache_slot(kind), || {
+                render_tenant_wide(snap, tenant, kind).map(Bytes::from)
+            });
+            match cached {
+                Some(bytes) => Ok(Served {
+                    bytes,
                     content_type: content_type(&name),
                     tenant,
                     phone: None,
@@ -310,6 +313,21 @@ fn tenant_override(
     template::render_tenant(tpl, &cx, sync).ok()
 }
 
+/// The snapshot cache slot of a tenant-wide kind.
+fn cache_slot(kind: FileKind) -> usize {
+    match kind {
+        FileKind::Os79xxTxt => 0,
+        FileKind::SipDefaultCnf => 1,
+        FileKind::SyncInfo => 2,
+        FileKind::XmlDefault => 3,
+        FileKind::DialPlan => 4,
+        FileKind::RingListDat => 5,
+        FileKind::RingListXml => 6,
+        FileKind::DistinctiveRingListXml => 7,
+        FileKind::SipDeviceCnf | FileKind::SepDeviceXml | FileKind::Stored => 8,
+    }
+}
+
 /// Renders a tenant-wide file; `None` when the configuration gives it nothing to say.
 fn render_tenant_wide(snap: &Snapshot, tenant: usize, kind: FileKind) -> Option<String> {
     let t = snap.tenant(tenant);
@@ -394,5 +412,43 @@ pub fn warm(snap: &Snapshot) {
         if has_79xx {
             let _ = preview_tenant(snap, t, "syncinfo.xml");
         }
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use crate::provisioning::test_support::{acme_settings, ip, net, tenant};
+    use crate::provisioning::{provision, warm};
+    use crate::snapshot::Snapshot;
+
+    #[test]
+    fn tenant_wide_files_are_rendered_once_per_snapshot() {
+        let snap = Snapshot::build(
+            1,
+            vec![tenant("acme", acme_settings())],
+            vec![(net("127.0.1.0/24"), 0)],
+            vec![],
+            vec![],
+        );
+        warm(&snap);
+        let a = provision(&snap, ip("127.0.1.5"), "dialplan.xml").unwrap();
+        let b = provision(&snap, ip("127.0.1.6"), "dialplan.xml").unwrap();
+        assert_eq!(a.bytes, b.bytes);
+        assert_eq!(
+            a.bytes.as_ptr(),
+            b.bytes.as_ptr(),
+            "the second request shares the first one's bytes"
+        );
+        // A new snapshot renders anew.
+        let next = Snapshot::build(
+            2,
+            vec![tenant("acme", acme_settings())],
+            vec![(net("127.0.1.0/24"), 0)],
+            vec![],
+            vec![],
+        );
+        let c = provision(&next, ip("127.0.1.5"), "dialplan.xml").unwrap();
+        assert_eq!(c.bytes, a.bytes);
+        assert_ne!(c.bytes.as_ptr(), a.bytes.as_ptr());
     }
 }

@@ -14,6 +14,9 @@ use sha2::{Digest, Sha256};
 
 use crate::domain::{canonical_ip, MacAddress, Model, Prefix, Settings, TenantSlug};
 
+/// Cache slots per tenant for tenant-wide rendered files (see [`Snapshot::tenant_rendered`]).
+pub const TENANT_CACHE_SLOTS: usize = 12;
+
 /// A stored blob (firmware image, ring audio, locale file), served byte for byte.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StoredFile {
@@ -199,6 +202,7 @@ pub struct Snapshot {
     global_files: HashMap<String, StoredFile>,
     global_files_ci: HashMap<String, String>,
     memo: Vec<OnceLock<u32>>,
+    rendered: Vec<[OnceLock<Option<Bytes>>; TENANT_CACHE_SLOTS]>,
 }
 
 impl fmt::Debug for Snapshot {
@@ -259,6 +263,9 @@ impl Snapshot {
             global_files_ci: case_index(global_files.keys()),
             global_files,
             memo: (0..n).map(|_| OnceLock::new()).collect(),
+            rendered: (0..n)
+                .map(|_| std::array::from_fn(|_| OnceLock::new()))
+                .collect(),
             tenants,
         }
     }
@@ -338,6 +345,20 @@ impl Snapshot {
             .get(tenant)
             .and_then(|t| t.files.get(name))
             .or_else(|| self.global_files.get(name))
+    }
+
+    /// A tenant-wide file rendered at most once for this snapshot, in cache slot `slot` (the provisioning
+    /// module numbers its tenant-wide kinds). Every phone of a tenant asks for the same files at boot.
+    pub fn tenant_rendered(
+        &self,
+        tenant: usize,
+        slot: usize,
+        render: impl FnOnce() -> Option<Bytes>,
+    ) -> Option<Bytes> {
+        match self.rendered.get(tenant).and_then(|slots| slots.get(slot)) {
+            Some(cell) => cell.get_or_init(render).clone(),
+            None => render(),
+        }
     }
 
     /// A per-tenant value computed at most once for this snapshot (the provisioning module keeps the
