@@ -189,13 +189,13 @@ impl TftpServer {
             out: Vec::with_capacity(64),
             next_gc: Instant::now() + GC_INTERVAL,
         };
-        let mut set: JoinSet<()> = JoinSet::new();
+        let mut set: JoinSet<Verdict> = JoinSet::new();
         let mut buf = vec![0u8; LISTEN_BUF];
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
         loop {
             while let Some(r) = set.try_join_next_with_id() {
-                l.finished(r);
+                l.finished(r, Some(&socket));
             }
             tokio::select! {
                 biased;
@@ -209,16 +209,18 @@ impl TftpServer {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 },
-                Some(r) = set.join_next_with_id(), if !set.is_empty() => l.finished(r),
+                Some(r) = set.join_next_with_id(), if !set.is_empty() => l.finished(r, Some(&socket)),
             }
         }
+        // Close the port at once: new requests get ICMP "port unreachable", and requests whose lookup is
+        // still running get no reply (their clients retry elsewhere); transfers in flight go on.
         drop(socket);
         let in_flight = set.len();
         tracing::info!(in_flight, "tftp: shutting down");
         let deadline = tokio::time::Instant::now() + l.config.shutdown_grace;
         loop {
             match tokio::time::timeout_at(deadline, set.join_next_with_id()).await {
-                Ok(Some(r)) => l.finished(r),
+                Ok(Some(r)) => l.finished(r, None),
                 Ok(None) => break,
                 Err(_) => {
                     tracing::warn!(
@@ -227,7 +229,7 @@ impl TftpServer {
                     );
                     set.abort_all();
                     while let Some(r) = set.join_next_with_id().await {
-                        l.finished(r);
+                        l.finished(r, None);
                     }
                     break;
                 }
@@ -292,6 +294,22 @@ impl SourceState {
     }
 }
 
+/// How a request task ended, for the listening loop to settle.
+#[derive(Debug)]
+enum Verdict {
+    /// The file was (being) sent; the transfer reported itself.
+    Transferred,
+    /// Nothing to send: "file not found", charged to the miss budget when it counts.
+    NotFound {
+        /// Whether it spends the source's miss budget.
+        counts_as_miss: bool,
+    },
+    /// Refused: ERROR 2.
+    Refused,
+    /// No answer at all.
+    Silent,
+}
+
 /// A transfer that has not yet received its first ACK, keyed by the client's address and port.
 struct Pending {
     task: TaskId,
@@ -307,15 +325,21 @@ struct Listener {
     stats: Arc<TftpStats>,
     sources: HashMap<IpAddr, SourceState>,
     pending: HashMap<SocketAddr, Pending>,
-    /// Running transfer tasks: raw peer address and canonical source IP.
-    tasks: HashMap<TaskId, (SocketAddr, IpAddr)>,
+    /// Running request tasks (lookup, then the transfer): raw peer address, canonical peer, file name.
+    tasks: HashMap<TaskId, (SocketAddr, SocketAddr, Box<str>)>,
     /// Reused buffer for ERROR replies.
     out: Vec<u8>,
     next_gc: Instant,
 }
 
 impl Listener {
-    fn handle(&mut self, socket: &UdpSocket, pkt: &[u8], from: SocketAddr, set: &mut JoinSet<()>) {
+    fn handle(
+        &mut self,
+        socket: &UdpSocket,
+        pkt: &[u8],
+        from: SocketAddr,
+        set: &mut JoinSet<Verdict>,
+    ) {
         match packet::opcode(pkt) {
             // Never answer a response sent to the listening port (SPEC §5.4).
             Some(packet::OP_DATA | packet::OP_ACK | packet::OP_ERROR | packet::OP_OACK) => {
@@ -368,9 +392,25 @@ impl Listener {
             bump(&self.stats.dropped_concurrency);
             return;
         }
-        match self.source.lookup(peer, req.filename) {
-            Lookup::Serve(data) => self.spawn(&req, data, from, peer, now, set),
-            Lookup::NotFound { counts_as_miss } => {
+        // The lookup (which may render a file) runs in the request's own task, on any core: the
+        // listening loop only admits, and settles misses when the task reports back (`finished`).
+        self.spawn(&req, from, peer, now, set);
+    }
+
+    /// Settles a request whose lookup found nothing to send: the miss budget, the reply, the report.
+    fn settle(
+        &mut self,
+        socket: Option<&UdpSocket>,
+        from: SocketAddr,
+        peer: SocketAddr,
+        name: &str,
+        verdict: Verdict,
+    ) {
+        let now = Instant::now();
+        let ip = peer.ip();
+        match verdict {
+            Verdict::Transferred => {}
+            Verdict::NotFound { counts_as_miss } => {
                 if counts_as_miss {
                     let s = self
                         .sources
@@ -388,24 +428,37 @@ impl Listener {
                             source_ip = %ip,
                             budget_per_minute = self.config.miss_budget_per_minute,
                             cooldown_secs = self.config.cooldown.as_secs_f64(),
-                            last_name = req.filename,
+                            last_name = name,
                             "tftp: miss budget exhausted (possible file name enumeration); ignoring source for the cool-down"
                         );
                         return;
                     }
                 }
+                if self
+                    .sources
+                    .get_mut(&ip)
+                    .is_some_and(|s| s.in_cooldown(now))
+                {
+                    // Another miss of this source started the cool-down while this lookup ran.
+                    bump(&self.stats.dropped_budget);
+                    return;
+                }
                 bump(&self.stats.misses);
-                self.reply_error(socket, from, ErrorCode::FileNotFound, "File not found");
-                self.report(peer, req.filename, Outcome::NotFound);
+                if let Some(socket) = socket {
+                    self.reply_error(socket, from, ErrorCode::FileNotFound, "File not found");
+                }
+                self.report(peer, name, Outcome::NotFound);
             }
-            Lookup::Refused => {
+            Verdict::Refused => {
                 bump(&self.stats.refused);
-                self.reply_error(socket, from, ErrorCode::AccessViolation, "Access violation");
-                self.report(peer, req.filename, Outcome::Refused);
+                if let Some(socket) = socket {
+                    self.reply_error(socket, from, ErrorCode::AccessViolation, "Access violation");
+                }
+                self.report(peer, name, Outcome::Refused);
             }
-            Lookup::Silent => {
+            Verdict::Silent => {
                 bump(&self.stats.dropped_silent);
-                self.report(peer, req.filename, Outcome::Silent);
+                self.report(peer, name, Outcome::Silent);
             }
         }
     }
@@ -431,77 +484,88 @@ impl Listener {
     fn spawn(
         &mut self,
         req: &Request<'_>,
-        data: bytes::Bytes,
         from: SocketAddr,
         peer: SocketAddr,
         now: Instant,
-        set: &mut JoinSet<()>,
+        set: &mut JoinSet<Verdict>,
     ) {
         let first_ack = Arc::new(AtomicBool::new(false));
-        let spec = TransferSpec {
-            peer: from,
-            local_ip: self.local_ip,
-            data,
-            mode: req.mode,
-            requested: req.options,
-            max_blksize: self.config.max_blksize,
-            max_windowsize: self.config.max_windowsize,
-            timeout: self.config.timeout,
-            retries: self.config.retries,
-        };
-        self.stats
-            .transfers_in_flight
-            .fetch_add(1, Ordering::Relaxed);
-        let guard = ReportGuard {
-            source: self.source.clone(),
-            stats: self.stats.clone(),
-            peer,
-            name: req.filename.to_owned(),
-            start: now,
-            data: spec.data.clone(),
-            result: None,
-        };
+        let source = self.source.clone();
+        let stats = self.stats.clone();
+        let name: Box<str> = req.filename.into();
+        let task_name = name.clone();
+        let (mode, requested) = (req.mode, req.options);
+        let (local_ip, config) = (self.local_ip, self.config.clone());
         let flag = first_ack.clone();
         let handle = set.spawn(async move {
-            // Move the whole guard in (not just the field) so it drops when the task ends.
-            let mut guard = guard;
+            let data = match source.lookup(peer, &task_name) {
+                Lookup::Serve(data) => data,
+                Lookup::NotFound { counts_as_miss } => return Verdict::NotFound { counts_as_miss },
+                Lookup::Refused => return Verdict::Refused,
+                Lookup::Silent => return Verdict::Silent,
+            };
+            let spec = TransferSpec {
+                peer: from,
+                local_ip,
+                data,
+                mode,
+                requested,
+                max_blksize: config.max_blksize,
+                max_windowsize: config.max_windowsize,
+                timeout: config.timeout,
+                retries: config.retries,
+            };
+            stats.transfers_in_flight.fetch_add(1, Ordering::Relaxed);
+            // The guard reports the transfer exactly once, also when the task is aborted at shutdown.
+            let mut guard = ReportGuard {
+                source,
+                stats,
+                peer,
+                name: task_name.into(),
+                start: now,
+                data: spec.data.clone(),
+                result: None,
+            };
             guard.result = Some(transfer::run(spec, flag).await);
+            Verdict::Transferred
         });
-        let ip = peer.ip();
-        self.tasks.insert(handle.id(), (from, ip));
+        self.tasks.insert(handle.id(), (from, peer, name.clone()));
         self.pending.insert(
             from,
             Pending {
                 task: handle.id(),
-                name: req.filename.into(),
+                name,
                 first_ack,
             },
         );
         self.sources
-            .entry(ip)
+            .entry(peer.ip())
             .or_insert_with(|| SourceState::new(now))
             .active += 1;
     }
 
-    /// Bookkeeping when a transfer task ends (normally, aborted or panicked).
-    fn finished(&mut self, r: Result<(TaskId, ()), JoinError>) {
-        let id = match r {
-            Ok((id, ())) => id,
+    /// Bookkeeping when a request task ends (normally, aborted or panicked), then its verdict settled.
+    fn finished(&mut self, r: Result<(TaskId, Verdict), JoinError>, socket: Option<&UdpSocket>) {
+        let (id, verdict) = match r {
+            Ok((id, v)) => (id, Some(v)),
             Err(e) => {
                 if e.is_panic() {
-                    tracing::error!(error = %e, "tftp: transfer task panicked");
+                    tracing::error!(error = %e, "tftp: request task panicked");
                 }
-                e.id()
+                (e.id(), None)
             }
         };
-        let Some((from, ip)) = self.tasks.remove(&id) else {
+        let Some((from, peer, name)) = self.tasks.remove(&id) else {
             return;
         };
         if self.pending.get(&from).is_some_and(|p| p.task == id) {
             self.pending.remove(&from);
         }
-        if let Some(s) = self.sources.get_mut(&ip) {
+        if let Some(s) = self.sources.get_mut(&peer.ip()) {
             s.active = s.active.saturating_sub(1);
+        }
+        if let Some(v) = verdict {
+            self.settle(socket, from, peer, &name, v);
         }
     }
 
