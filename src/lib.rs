@@ -1,7 +1,15 @@
-//! dialtone: multi-tenant provisioning of Cisco SIP desk phones.
+//! dialtone: multi-tenant provisioning of Cisco SIP desk phones (REST API, TFTP, HTTP :6970).
 //!
-//! Layout (see ARCHITECTURE.md): `domain` (pure value types) ← `db` (the only SQL) ← `api` (REST, actix-web);
-//! `auth` (JWT); `config` and `cli` wire processes together.
+//! Module map (ARCHITECTURE.md has the picture and the dependency rule):
+//! - [`domain`]: pure value types parsed once at the edge (MAC, slug, prefix, model, settings, phone).
+//! - [`db`]: the only SQL: pool, migrations, one file per aggregate, snapshot loader, private PostgreSQL.
+//! - [`auth`]: JWT verification and signing, roles and scopes.
+//! - [`api`]: the REST API (actix-web handlers, problem+json errors, OpenAPI).
+//! - [`snapshot`]: the immutable in-memory model phones are served from, and its refresher.
+//! - [`provisioning`]: the pure core, (snapshot, source, name) → bytes or a miss.
+//! - [`tftp`]: the TFTP engine; [`frontend`]: TFTP/HTTP :6970 glue, fetch events, admin listener.
+//! - [`resync`]: SIP NOTIFY check-sync; [`bench`]: the boot-storm load generator; [`ops`]: operator CLI client.
+//! - [`app`], [`cli`], [`config`], [`metrics`]: process wiring, commands, settings, HTTP metrics.
 
 pub mod api;
 pub mod app;
