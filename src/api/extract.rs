@@ -43,20 +43,24 @@ fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
         .map_err(ApiError::Unauthorized)
 }
 
-/// Parses a JSON request body into `T`: 415 unless the content type is JSON, 400 on a syntax error,
-/// 422 with the failing field's path when the shape or a value is wrong.
-pub fn json_body<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result<T, ApiError> {
+/// The request's media type, lower case, without parameters (`""` when absent).
+pub fn media_type(req: &HttpRequest) -> String {
     let ct = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let mime = ct
-        .split(';')
+    ct.split(';')
         .next()
         .unwrap_or("")
         .trim()
-        .to_ascii_lowercase();
+        .to_ascii_lowercase()
+}
+
+/// Parses a JSON request body into `T`: 415 unless the content type is JSON, 400 on a syntax error,
+/// 422 with the failing field's path when the shape or a value is wrong.
+pub fn json_body<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result<T, ApiError> {
+    let mime = media_type(req);
     if mime != "application/json" && !mime.ends_with("+json") {
         return Err(ApiError::UnsupportedMediaType(
             "send the body as application/json".into(),

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use actix_web::http::{header, StatusCode};
+use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use serde::de::{SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -348,17 +348,7 @@ pub async fn import_phones(
     if !p.may(&path, Access::Write) {
         return Err(ApiError::Forbidden);
     }
-    let ct = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let mime = super::extract::media_type(&req);
     let parsed: Vec<Parsed> = if mime == "text/csv" {
         csv_rows(&body)?
     } else if mime == "application/json" {

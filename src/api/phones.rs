@@ -101,6 +101,48 @@ async fn read_back(
         .ok_or_else(|| ApiError::Internal("phone vanished inside its transaction".into()))
 }
 
+/// The end of every phone write: the audit event, the phone as stored, commit, firmware warnings, and the
+/// response with its ETag (201 with `Location` for `phone.create`, else 200).
+async fn finish_write(
+    tx: deadpool_postgres::Transaction<'_>,
+    state: &AppState,
+    p: &Principal,
+    tenant: &crate::db::tenants::Tenant,
+    mac: &MacAddress,
+    action: &str,
+    detail: serde_json::Value,
+) -> Result<HttpResponse, ApiError> {
+    let status = if action == "phone.create" {
+        actix_web::http::StatusCode::CREATED
+    } else {
+        actix_web::http::StatusCode::OK
+    };
+    db::audit::record(
+        &tx,
+        &actor(p),
+        Some((tenant.id, tenant.slug.as_str())),
+        action,
+        &mac.to_string(),
+        detail,
+    )
+    .await?;
+    let mut phone = read_back(&tx, tenant.id, mac).await?;
+    tx.commit().await.map_err(db::DbError::from)?;
+    phone.warnings = super::firmware::warnings(
+        &state.snapshot.current(),
+        tenant.slug.as_str(),
+        &phone.settings,
+    );
+    let mut resp = HttpResponse::build(status);
+    if status == actix_web::http::StatusCode::CREATED {
+        resp.insert_header((
+            header::LOCATION,
+            format!("/v1/tenants/{}/phones/{mac}", tenant.slug),
+        ));
+    }
+    Ok(with_etag(resp.json(&phone), phone.revision))
+}
+
 fn other_tenant() -> ApiError {
     ApiError::Conflict("this MAC is registered to another tenant".into())
 }
@@ -150,30 +192,16 @@ pub async fn create_phone(
             _ => other_tenant(),
         });
     }
-    db::audit::record(
-        &tx,
-        &actor(&p),
-        Some((tenant.id, tenant.slug.as_str())),
+    finish_write(
+        tx,
+        &state,
+        &p,
+        &tenant,
+        &mac,
         "phone.create",
-        &mac.to_string(),
         json!({ "model": spec.model }),
     )
-    .await?;
-    let phone = read_back(&tx, tenant.id, &mac).await?;
-    tx.commit().await.map_err(db::DbError::from)?;
-    let mut phone = phone;
-    phone.warnings = super::firmware::warnings(
-        &state.snapshot.current(),
-        tenant.slug.as_str(),
-        &phone.settings,
-    );
-    let resp = HttpResponse::Created()
-        .insert_header((
-            header::LOCATION,
-            format!("/v1/tenants/{}/phones/{mac}", tenant.slug),
-        ))
-        .json(&phone);
-    Ok(with_etag(resp, phone.revision))
+    .await
 }
 
 /// Create or replace a phone (idempotent). 201 when created, 200 when replaced; 409 if another tenant owns
@@ -212,27 +240,16 @@ pub async fn put_phone(
     if owner.is_none() {
         check_if_match(&req, None)?;
         if db::phones::insert(&tx, tenant.id, &mac, &spec).await? {
-            db::audit::record(
-                &tx,
-                &actor(&p),
-                Some((tenant.id, tenant.slug.as_str())),
+            return finish_write(
+                tx,
+                &state,
+                &p,
+                &tenant,
+                &mac,
                 "phone.create",
-                &mac.to_string(),
                 json!({ "model": spec.model }),
             )
-            .await?;
-            let phone = read_back(&tx, tenant.id, &mac).await?;
-            tx.commit().await.map_err(db::DbError::from)?;
-            let mut phone = phone;
-            phone.warnings = super::firmware::warnings(
-                &state.snapshot.current(),
-                tenant.slug.as_str(),
-                &phone.settings,
-            );
-            return Ok(with_etag(
-                HttpResponse::Created().json(&phone),
-                phone.revision,
-            ));
+            .await;
         }
         // Another request inserted the MAC between our look and our insert: decide on its row.
         owner = db::phones::lock_owner(&tx, &mac).await?;
@@ -247,24 +264,16 @@ pub async fn put_phone(
     }
     check_if_match(&req, Some(revision))?;
     db::phones::replace(&tx, &mac, &spec).await?;
-    db::audit::record(
-        &tx,
-        &actor(&p),
-        Some((tenant.id, tenant.slug.as_str())),
+    finish_write(
+        tx,
+        &state,
+        &p,
+        &tenant,
+        &mac,
         "phone.replace",
-        &mac.to_string(),
         json!({ "model": spec.model }),
     )
-    .await?;
-    let phone = read_back(&tx, tenant.id, &mac).await?;
-    tx.commit().await.map_err(db::DbError::from)?;
-    let mut phone = phone;
-    phone.warnings = super::firmware::warnings(
-        &state.snapshot.current(),
-        tenant.slug.as_str(),
-        &phone.settings,
-    );
-    Ok(with_etag(HttpResponse::Ok().json(&phone), phone.revision))
+    .await
 }
 
 /// Read a phone.
@@ -375,24 +384,16 @@ pub async fn patch_phone(
         .as_object()
         .map(|o| o.keys().cloned().collect())
         .unwrap_or_default();
-    db::audit::record(
-        &tx,
-        &actor(&p),
-        Some((tenant.id, tenant.slug.as_str())),
+    finish_write(
+        tx,
+        &state,
+        &p,
+        &tenant,
+        &mac,
         "phone.update",
-        &mac.to_string(),
         json!({ "fields": fields }),
     )
-    .await?;
-    let phone = read_back(&tx, tenant.id, &mac).await?;
-    tx.commit().await.map_err(db::DbError::from)?;
-    let mut phone = phone;
-    phone.warnings = super::firmware::warnings(
-        &state.snapshot.current(),
-        tenant.slug.as_str(),
-        &phone.settings,
-    );
-    Ok(with_etag(HttpResponse::Ok().json(&phone), phone.revision))
+    .await
 }
 
 /// Delete a phone.
