@@ -282,6 +282,8 @@ async fn start_refresher(
         url: url.to_owned(),
         full_reload_every: Duration::from_secs(config.snapshot_reload_secs.max(1)),
         retry_every: Duration::from_millis(500),
+        poll_every: (config.snapshot_poll_ms > 0)
+            .then(|| Duration::from_millis(config.snapshot_poll_ms)),
         prepare: Some(crate::provisioning::warm),
     };
     {

@@ -94,6 +94,9 @@ pub struct Config {
     pub snapshot_reload_secs: u64,
     /// Fetch events held in memory while the database is slow or away.
     pub fetch_queue_capacity: usize,
+    /// Poll the database for changes every this many milliseconds instead of LISTEN/NOTIFY (0: off; use
+    /// it when following a read replica).
+    pub snapshot_poll_ms: u64,
     /// Days of fetch history kept (older events are pruned by API processes).
     pub fetch_retention_days: u32,
     /// Remote resync `NOTIFY`s sent per second by a tenant-wide resync (1 to 1000).
@@ -131,6 +134,7 @@ impl Default for Config {
             snapshot_reload_secs: 60,
             fetch_queue_capacity: 100_000,
             fetch_retention_days: 90,
+            snapshot_poll_ms: 0,
             resync_rate_per_second: 20,
             provisioning_addresses: Vec::new(),
         }
@@ -227,6 +231,9 @@ impl Config {
                 .map(|s| s.trim().to_owned())
                 .filter(|s| !s.is_empty())
                 .collect();
+        }
+        if let Some(v) = get("DIALTONE_SNAPSHOT_POLL_MS") {
+            self.snapshot_poll_ms = parse("DIALTONE_SNAPSHOT_POLL_MS", v)?;
         }
         if let Some(v) = get("DIALTONE_FETCH_RETENTION_DAYS") {
             self.fetch_retention_days = parse("DIALTONE_FETCH_RETENTION_DAYS", v)?;

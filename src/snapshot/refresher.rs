@@ -122,6 +122,10 @@ pub struct RefresherSettings {
     pub full_reload_every: Duration,
     /// Pause between reconnection attempts.
     pub retry_every: Duration,
+    /// Poll for changes at this period instead of listening for notifications (a read replica, where
+    /// `LISTEN` is impossible). `None`: LISTEN/NOTIFY, falling back to polling every second when the
+    /// server refuses `LISTEN`.
+    pub poll_every: Option<Duration>,
     /// Work done on each new snapshot before it is published (off the request path), e.g. computing
     /// tenant-wide stamps.
     pub prepare: Option<fn(&Snapshot)>,
@@ -170,7 +174,20 @@ async fn follow(
         }
     });
     let result = async {
-        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+        let mut poll_every = settings.poll_every;
+        if poll_every.is_none() {
+            if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+                if e.as_db_error().is_none() {
+                    return Err(e.into());
+                }
+                // A hot standby refuses LISTEN ("cannot execute LISTEN during recovery"): poll instead.
+                tracing::warn!(error = %e, "the database refuses LISTEN; polling for changes every second");
+                poll_every = Some(Duration::from_secs(1));
+            }
+        }
+        let mut poll = tokio::time::interval(poll_every.unwrap_or(Duration::from_secs(3600)));
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        poll.tick().await;
         handle.inner.connected.store(true, Ordering::Relaxed);
         // After (re)connecting, always a full load: notifications sent meanwhile are lost.
         let mut xsnapshot = reload(&mut client, handle, blobs, None, settings.prepare).await?;
@@ -188,6 +205,9 @@ async fn follow(
                     xsnapshot = reload(&mut client, handle, blobs, Some(&xsnapshot), settings.prepare).await?;
                 }
                 _ = tick.tick() => xsnapshot = reload(&mut client, handle, blobs, None, settings.prepare).await?,
+                _ = poll.tick(), if poll_every.is_some() => {
+                    xsnapshot = reload(&mut client, handle, blobs, Some(&xsnapshot), settings.prepare).await?;
+                }
             }
         }
     }

@@ -209,3 +209,41 @@ async fn tenant_wide_stamps_are_computed_before_a_snapshot_is_published() {
     let stamp = snap.tenant_memo(t, || panic!("the sync stamp was left for the request path"));
     assert!(stamp > 0);
 }
+
+#[tokio::test]
+async fn polling_mode_follows_changes_without_listen() {
+    // The mode for following a read replica, where LISTEN is impossible: no notification is listened to.
+    let app = TestApp::spawn_with(
+        dialtone::app::Parts {
+            api: true,
+            frontend: false,
+        },
+        |c| c.snapshot_poll_ms = 100,
+    )
+    .await;
+    app.create_tenant("acme").await;
+    app.put_phone("acme", "0A0000000001").await;
+    let mac = dialtone::domain::MacAddress::from_bare_hex("0A0000000001").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while app.snapshot.current().phone(mac).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "polling never picked up the phone"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    app.call(
+        Method::DELETE,
+        "/v1/tenants/acme/phones/0A0000000001",
+        Some(&app.admin()),
+        None,
+    )
+    .await;
+    while app.snapshot.current().phone(mac).is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "polling never saw the deletion"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
