@@ -40,7 +40,9 @@ pub struct AuditPage {
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "viewers and other tenants' admins", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "bad limit or cursor", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request (query string, body or characters that cannot be stored)", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "no such tenant", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/audit-events")]
 pub async fn list_audit_events(
@@ -69,6 +71,9 @@ pub async fn list_audit_events(
     let client = state.pool.get().await.map_err(db::DbError::from)?;
     let tenant_id = match &slug {
         None => None,
+        Some(s) if s.parse::<crate::domain::TenantSlug>().is_err() => {
+            return Err(ApiError::NotFound("no such tenant".into()))
+        }
         Some(s) => Some(
             db::tenants::find(&client, s, false)
                 .await?

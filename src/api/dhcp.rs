@@ -312,7 +312,8 @@ fn suffix(description: &str) -> String {
     (status = 404, description = "no such tenant", body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "no (IPv4) provisioning address is configured (`provisioning_addresses`)", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "unknown format", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request (query string, body or characters that cannot be stored)", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/tenants/{tenant}/dhcp-config")]
 pub async fn dhcp_config(

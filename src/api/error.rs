@@ -93,6 +93,9 @@ impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         match e {
             DbError::Unavailable(_) => ApiError::Unavailable,
+            DbError::InvalidText => ApiError::BadRequest(
+                "the request contains a character that cannot be stored (such as NUL)".into(),
+            ),
             DbError::Concurrent => {
                 ApiError::Conflict("a concurrent change conflicted with this one; retry".into())
             }

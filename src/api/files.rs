@@ -126,6 +126,8 @@ async fn fetch(
     tenant: Option<Uuid>,
     name: &str,
 ) -> Result<HttpResponse, ApiError> {
+    // A name that could never have been stored is simply not there.
+    FileName::parse(name).map_err(|_| ApiError::NotFound("no such file".into()))?;
     let client = state.pool.get().await.map_err(db::DbError::from)?;
     let (meta, content) = db::files::content(&client, tenant, name)
         .await?
@@ -148,6 +150,7 @@ async fn remove(
     tenant: Option<(Uuid, String)>,
     name: &str,
 ) -> Result<HttpResponse, ApiError> {
+    FileName::parse(name).map_err(|_| ApiError::NotFound("no such file".into()))?;
     let mut client = state.pool.get().await.map_err(db::DbError::from)?;
     let tx = client.transaction().await.map_err(db::DbError::from)?;
     let tenant_id = tenant.as_ref().map(|t| t.0);
@@ -187,7 +190,9 @@ async fn page(
 #[utoipa::path(tag = "files", params(PageParams), security(("bearer" = [])), responses(
     (status = 200, description = "a page of global files", body = FilePage),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request (query string, body or characters that cannot be stored)", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "invalid parameter (limit, cursor, MAC, filter)", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/files")]
 pub async fn list_global(
@@ -231,7 +236,8 @@ pub async fn put_global(
     (status = 200, description = "the content", body = Binary, content_type = "application/octet-stream"),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such file", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request (query string, body or characters that cannot be stored)", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/files/{name:.+}")]
 pub async fn get_global(
@@ -249,7 +255,8 @@ pub async fn get_global(
     (status = 403, description = "not a platform admin", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such file", body = Problem, content_type = "application/problem+json"),
     (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request (query string, body or characters that cannot be stored)", body = Problem, content_type = "application/problem+json")
 ))]
 #[delete("/files/{name:.+}")]
 pub async fn delete_global(
@@ -270,7 +277,9 @@ pub async fn delete_global(
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such tenant", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request (query string, body or characters that cannot be stored)", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "invalid parameter (limit, cursor, MAC, filter)", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/tenants/{tenant}/files")]
 pub async fn list_tenant_files(
@@ -333,7 +342,8 @@ pub async fn put_tenant_file(
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such tenant or file", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request (query string, body or characters that cannot be stored)", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/tenants/{tenant}/files/{name:.+}")]
 pub async fn get_tenant_file(
@@ -356,7 +366,8 @@ pub async fn get_tenant_file(
     (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such tenant or file", body = Problem, content_type = "application/problem+json"),
     (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request (query string, body or characters that cannot be stored)", body = Problem, content_type = "application/problem+json")
 ))]
 #[delete("/tenants/{tenant}/files/{name:.+}")]
 pub async fn delete_tenant_file(

@@ -83,7 +83,8 @@ pub(super) fn warnings(snap: &Snapshot, slug: &str, settings: &Settings) -> Vec<
     (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such tenant", body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "the snapshot has not caught up with a new tenant yet", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request (query string, body or characters that cannot be stored)", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/tenants/{tenant}/firmware-status")]
 pub async fn firmware_status(

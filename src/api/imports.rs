@@ -522,7 +522,8 @@ fn refused(report: ImportReport) -> HttpResponse {
     (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such tenant", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "unknown format", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request (query string, body or characters that cannot be stored)", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/tenants/{tenant}/phone-exports")]
 pub async fn export_phones(

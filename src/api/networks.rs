@@ -153,7 +153,9 @@ async fn overlap_error(
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such tenant", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request (query string, body or characters that cannot be stored)", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "invalid parameter (limit, cursor, MAC, filter)", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/tenants/{tenant}/networks")]
 pub async fn list_networks(
@@ -188,7 +190,8 @@ fn parse_id(s: &str) -> Result<Uuid, ApiError> {
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such tenant or network", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request (query string, body or characters that cannot be stored)", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/tenants/{tenant}/networks/{id}")]
 pub async fn get_network(
@@ -212,7 +215,8 @@ pub async fn get_network(
     (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such tenant or network", body = Problem, content_type = "application/problem+json"),
     (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request (query string, body or characters that cannot be stored)", body = Problem, content_type = "application/problem+json")
 ))]
 #[delete("/tenants/{tenant}/networks/{id}")]
 pub async fn delete_network(

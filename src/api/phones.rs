@@ -283,7 +283,8 @@ pub async fn put_phone(
     (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such tenant or phone", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "not a MAC address", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request (query string, body or characters that cannot be stored)", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/tenants/{tenant}/phones/{mac}")]
 pub async fn get_phone(
@@ -404,7 +405,8 @@ pub async fn patch_phone(
     (status = 404, description = "no such tenant or phone", body = Problem, content_type = "application/problem+json"),
     (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "not a MAC address", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request (query string, body or characters that cannot be stored)", body = Problem, content_type = "application/problem+json")
 ))]
 #[delete("/tenants/{tenant}/phones/{mac}")]
 pub async fn delete_phone(
@@ -447,7 +449,8 @@ pub async fn delete_phone(
     (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such tenant", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "bad filter, limit or cursor", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request (query string, body or characters that cannot be stored)", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/tenants/{tenant}/phones")]
 pub async fn list_phones(
@@ -472,8 +475,14 @@ pub async fn list_phones(
                 .to_owned(),
         ),
     };
-    if q.q.as_ref().is_some_and(|s| s.chars().count() > 64) {
-        return Err(ApiError::invalid("q", "at most 64 characters"));
+    if q.q
+        .as_ref()
+        .is_some_and(|s| s.chars().count() > 64 || s.chars().any(char::is_control))
+    {
+        return Err(ApiError::invalid(
+            "q",
+            "at most 64 characters, no control characters",
+        ));
     }
     let client = state.pool.get().await.map_err(db::DbError::from)?;
     let tenant = load_tenant(&client, &p, &path, Access::Read, false).await?;

@@ -79,11 +79,13 @@ fn tenant_index(snap: &Snapshot, slug: &str) -> Result<usize, ApiError> {
 
 /// Exactly what a phone would be served for `file_name` (passwords included: tenant and platform admins only).
 #[utoipa::path(tag = "phones", params(("tenant" = String, Path, description = "tenant slug"), ("mac" = String, Path, description = "MAC in any usual notation"), ("file_name" = String, Path, description = "e.g. SIP0004F2A1B2C3.cnf, SEP0004F2A1B2C3.cnf.xml, SIPDefault.cnf")), security(("bearer" = [])), responses(
-    (status = 200, description = "the bytes the phone would get", body = Binary, content_type = "application/octet-stream"),
+    (status = 200, description = "the bytes the phone would get, with the content type the phone gets", content((Binary = "text/xml"), (Binary = "text/plain"), (Binary = "application/octet-stream"))),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "viewers, other tenants", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "the phone would get \"file not found\"", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request (query string, body or characters that cannot be stored)", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "invalid parameter (limit, cursor, MAC, filter)", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/tenants/{tenant}/phones/{mac}/files/{file_name}")]
 pub async fn preview_phone_file(
@@ -112,11 +114,12 @@ pub async fn preview_phone_file(
 
 /// Exactly what any source in the tenant's networks would be served for a tenant-wide or stored file.
 #[utoipa::path(tag = "files", params(("tenant" = String, Path, description = "tenant slug"), ("file_name" = String, Path, description = "e.g. SIPDefault.cnf, OS79XX.TXT, dialplan.xml")), security(("bearer" = [])), responses(
-    (status = 200, description = "the bytes phones of this tenant would get", body = Binary, content_type = "application/octet-stream"),
+    (status = 200, description = "the bytes phones of this tenant would get, with the content type they get", content((Binary = "text/xml"), (Binary = "text/plain"), (Binary = "application/octet-stream"))),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "viewers, other tenants", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "phones would get \"file not found\"", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request (query string, body or characters that cannot be stored)", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/tenants/{tenant}/files-preview/{file_name}")]
 pub async fn preview_tenant_file(
@@ -147,7 +150,9 @@ pub async fn preview_tenant_file(
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such tenant or phone", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request (query string, body or characters that cannot be stored)", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "invalid parameter (limit, cursor, MAC, filter)", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/tenants/{tenant}/phones/{mac}/fetches")]
 pub async fn phone_fetches(
@@ -188,7 +193,9 @@ pub async fn phone_fetches(
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such tenant", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request (query string, body or characters that cannot be stored)", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "invalid parameter (limit, cursor, MAC, filter)", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/tenants/{tenant}/discovered-devices")]
 pub async fn discovered_devices(

@@ -141,7 +141,8 @@ fn target_of(ip: IpAddr, port: u16) -> SocketAddr {
     (status = 404, description = "no such tenant or phone", body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "the phone never fetched its configuration: its address is unknown", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "bad MAC or port", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request (query string, body or characters that cannot be stored)", body = Problem, content_type = "application/problem+json")
 ))]
 #[post("/tenants/{tenant}/phones/{mac}/resync")]
 pub async fn resync_phone(
@@ -204,7 +205,8 @@ pub async fn resync_phone(
     (status = 403, description = "viewers, other tenants", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such tenant", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "bad port", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request (query string, body or characters that cannot be stored)", body = Problem, content_type = "application/problem+json")
 ))]
 #[post("/tenants/{tenant}/resync")]
 pub async fn resync_tenant(

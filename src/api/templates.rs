@@ -124,7 +124,8 @@ async fn admin_tenant(
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "viewers, other tenants", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such tenant", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request (query string, body or characters that cannot be stored)", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/tenants/{tenant}/templates")]
 pub async fn list_templates(
@@ -161,7 +162,8 @@ pub async fn list_templates(
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "viewers, other tenants", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such tenant or template id, or no override (the built-in renderer is used)", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request (query string, body or characters that cannot be stored)", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/tenants/{tenant}/templates/{file}")]
 pub async fn get_template(
@@ -266,7 +268,8 @@ pub async fn put_template(
     (status = 403, description = "viewers, other tenants", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such tenant or template id, or no override", body = Problem, content_type = "application/problem+json"),
     (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request (query string, body or characters that cannot be stored)", body = Problem, content_type = "application/problem+json")
 ))]
 #[delete("/tenants/{tenant}/templates/{file}")]
 pub async fn delete_template(

@@ -102,6 +102,10 @@ pub(super) async fn load_tenant(
     if !p.may(slug, access) {
         return Err(ApiError::Forbidden);
     }
+    // A string that cannot be a slug names no tenant: no need to ask the database.
+    if slug.parse::<TenantSlug>().is_err() {
+        return Err(ApiError::NotFound("no such tenant".into()));
+    }
     db::tenants::find(c, slug, lock)
         .await?
         .ok_or_else(|| ApiError::NotFound("no such tenant".into()))
@@ -187,7 +191,8 @@ pub async fn create_tenant(
     (status = 200, description = "a page of tenants", body = TenantPage),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "bad limit or cursor", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request (query string, body or characters that cannot be stored)", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/tenants")]
 pub async fn list_tenants(
@@ -221,7 +226,8 @@ fn page(mut items: Vec<Tenant>, limit: i64, key: impl Fn(&Tenant) -> String) -> 
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "outside the token's scope", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "no such tenant", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request (query string, body or characters that cannot be stored)", body = Problem, content_type = "application/problem+json")
 ))]
 #[get("/tenants/{tenant}")]
 pub async fn get_tenant(
@@ -315,7 +321,8 @@ pub async fn patch_tenant(
     (status = 404, description = "no such tenant", body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "the tenant still has phones or networks", body = Problem, content_type = "application/problem+json"),
     (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json")
+    (status = 503, description = "the database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    (status = 400, description = "malformed request (query string, body or characters that cannot be stored)", body = Problem, content_type = "application/problem+json")
 ))]
 #[delete("/tenants/{tenant}")]
 pub async fn delete_tenant(

@@ -31,6 +31,9 @@ pub enum DbError {
         /// The constraint's name.
         constraint: String,
     },
+    /// Text PostgreSQL cannot store (a NUL character): the request's fault.
+    #[error("text with a character that cannot be stored")]
+    InvalidText,
     /// Two transactions collided (deadlock or serialization failure); the other one won.
     #[error("concurrent change")]
     Concurrent,
@@ -57,6 +60,11 @@ impl From<tokio_postgres::Error> for DbError {
                 return DbError::Constraint {
                     constraint: db.constraint().unwrap_or("unknown").to_owned(),
                 };
+            }
+            if *code == SqlState::CHARACTER_NOT_IN_REPERTOIRE
+                || *code == SqlState::UNTRANSLATABLE_CHARACTER
+            {
+                return DbError::InvalidText;
             }
             if *code == SqlState::T_R_DEADLOCK_DETECTED
                 || *code == SqlState::T_R_SERIALIZATION_FAILURE
@@ -145,5 +153,8 @@ pub fn decode_cursor(cursor: &str) -> Option<String> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(cursor)
         .ok()?;
-    String::from_utf8(bytes).ok()
+    // Cursors are keys this API wrote: printable text only (a NUL would not even reach PostgreSQL).
+    String::from_utf8(bytes)
+        .ok()
+        .filter(|k| !k.is_empty() && !k.chars().any(char::is_control))
 }

@@ -210,3 +210,76 @@ async fn readiness_fails_with_503_when_the_database_is_gone() {
         r.text
     );
 }
+
+#[tokio::test]
+async fn nul_characters_and_foreign_cursors_are_client_errors_never_500() {
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    let cases: Vec<(Method, &str, StatusCode)> = vec![
+        (Method::GET, "/v1/tenants/a%00b", StatusCode::NOT_FOUND),
+        (Method::PATCH, "/v1/tenants/acme%00", StatusCode::NOT_FOUND),
+        (
+            Method::GET,
+            "/v1/tenants/a%00b/networks",
+            StatusCode::NOT_FOUND,
+        ),
+        (Method::GET, "/v1/files/x%00y", StatusCode::NOT_FOUND),
+        (Method::DELETE, "/v1/files/x%00y", StatusCode::NOT_FOUND),
+        (
+            Method::GET,
+            "/v1/tenants/acme/files/x%00y",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::GET,
+            "/v1/audit-events?tenant=a%00b",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::GET,
+            "/v1/tenants/acme/phones?q=a%00b",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::GET,
+            "/v1/files?cursor=ACME",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::GET,
+            "/v1/tenants?cursor=AA",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::GET,
+            "/v1/tenants/acme/phones?cursor=ACME",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::GET,
+            "/v1/tenants/acme/discovered-devices?cursor=AA",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ];
+    for (method, path, want) in cases {
+        let body = (method == Method::PATCH).then(|| serde_json::json!({"name": "x"}));
+        let r = app
+            .call(method.clone(), path, Some(&app.admin()), body)
+            .await;
+        assert_eq!(r.status, want, "{method} {path}: {}", r.text);
+        assert_eq!(
+            r.headers["content-type"], "application/problem+json",
+            "{method} {path}"
+        );
+    }
+    // A NUL inside a JSON string that reaches the database is refused as bad input, not a 500.
+    let r = app
+        .call(
+            Method::PATCH,
+            "/v1/tenants/acme",
+            Some(&app.admin()),
+            Some(serde_json::json!({"name": "a\u{0}b"})),
+        )
+        .await;
+    assert!(r.status.is_client_error(), "{}", r.text);
+}
