@@ -451,4 +451,66 @@ mod cache_tests {
         assert_eq!(c.bytes, a.bytes);
         assert_ne!(c.bytes.as_ptr(), a.bytes.as_ptr());
     }
+
+    #[test]
+    fn unchanged_tenants_inherit_their_stamps_and_files_changed_ones_do_not() {
+        use crate::domain::Model;
+        use crate::provisioning::test_support::{line, phone};
+        let build = |label_b: &str| {
+            Snapshot::build(
+                1,
+                vec![
+                    tenant("acme", acme_settings()),
+                    tenant("bravo", acme_settings()),
+                ],
+                vec![(net("127.0.1.0/24"), 0), (net("127.0.2.0/24"), 1)],
+                vec![
+                    phone(
+                        0,
+                        "0004F2000001",
+                        Model::M7960,
+                        "A",
+                        vec![line("1001", None, None)],
+                    ),
+                    phone(
+                        1,
+                        "0004F2000002",
+                        Model::M7960,
+                        label_b,
+                        vec![line("2001", None, None)],
+                    ),
+                ],
+                vec![],
+            )
+        };
+        let first = build("B");
+        warm(&first);
+        provision(&first, ip("127.0.1.5"), "dialplan.xml").unwrap();
+        let second = build("B changed");
+        assert_eq!(
+            second.inherit_tenant_caches(&first),
+            1,
+            "only acme is unchanged"
+        );
+        // acme: nothing left to compute; bravo: its stamp is computed again (its phone changed).
+        let acme = second.tenant_by_slug("acme").unwrap();
+        let bravo = second.tenant_by_slug("bravo").unwrap();
+        assert_eq!(
+            second.tenant_memo(acme, || panic!("acme was recomputed")),
+            first.tenant_memo(acme, || 0)
+        );
+        let mut recomputed = false;
+        second.tenant_memo(bravo, || {
+            recomputed = true;
+            1
+        });
+        assert!(recomputed, "bravo changed and must be computed anew");
+        let a = provision(&first, ip("127.0.1.5"), "dialplan.xml").unwrap();
+        let b = provision(&second, ip("127.0.1.5"), "dialplan.xml").unwrap();
+        assert_eq!(
+            a.bytes.as_ptr(),
+            b.bytes.as_ptr(),
+            "acme's tenant-wide files are shared, not rendered again"
+        );
+    }
 }

@@ -14,6 +14,23 @@ use sha2::{Digest, Sha256};
 
 use crate::domain::{canonical_ip, MacAddress, Model, Prefix, Settings, TenantSlug};
 
+/// Same names with the same content (by SHA-256).
+fn same_files(a: &HashMap<String, StoredFile>, b: &HashMap<String, StoredFile>) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .all(|(k, v)| b.get(k).is_some_and(|w| w.sha256 == v.sha256))
+}
+
+/// Same phone for rendering purposes (the tenant index may differ between snapshots).
+fn same_phone(a: &PhoneView, b: &PhoneView) -> bool {
+    a.mac == b.mac
+        && a.model == b.model
+        && a.label == b.label
+        && a.enabled == b.enabled
+        && a.lines == b.lines
+        && a.settings == b.settings
+}
+
 /// Cache slots per tenant for tenant-wide rendered files (see [`Snapshot::tenant_rendered`]).
 pub const TENANT_CACHE_SLOTS: usize = 12;
 
@@ -359,6 +376,53 @@ impl Snapshot {
             Some(cell) => cell.get_or_init(render).clone(),
             None => render(),
         }
+    }
+
+    /// Copies the tenant-wide values already computed for `prev` (the 7940/7960 `sync` stamp and the
+    /// rendered tenant-wide files) to every tenant whose inputs did not change: same settings, flags,
+    /// files, template overrides and phones, and the same global files. Only changed tenants are computed
+    /// anew, so a change in one tenant costs nothing for the others. Returns how many tenants inherited.
+    pub fn inherit_tenant_caches(&self, prev: &Snapshot) -> usize {
+        if !same_files(&self.global_files, &prev.global_files) {
+            return 0;
+        }
+        let prev_index: HashMap<uuid::Uuid, usize> = prev
+            .tenants
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id, i))
+            .collect();
+        let mut inherited = 0;
+        for (i, t) in self.tenants.iter().enumerate() {
+            let Some(&pi) = prev_index.get(&t.id) else {
+                continue;
+            };
+            let p = &prev.tenants[pi];
+            let same = p.enabled == t.enabled
+                && p.settings == t.settings
+                && same_files(&p.files, &t.files)
+                && t.templates.same_as(&p.templates)
+                && self.tenant_phones[i] == prev.tenant_phones[pi]
+                && self.tenant_phones[i].iter().all(|mac| {
+                    match (self.phones.get(mac), prev.phones.get(mac)) {
+                        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || same_phone(a, b),
+                        _ => false,
+                    }
+                });
+            if !same {
+                continue;
+            }
+            if let Some(v) = prev.memo[pi].get() {
+                let _ = self.memo[i].set(*v);
+            }
+            for (cell, old) in self.rendered[i].iter().zip(&prev.rendered[pi]) {
+                if let Some(v) = old.get() {
+                    let _ = cell.set(v.clone());
+                }
+            }
+            inherited += 1;
+        }
+        inherited
     }
 
     /// A per-tenant value computed at most once for this snapshot (the provisioning module keeps the

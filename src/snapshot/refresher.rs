@@ -237,6 +237,8 @@ async fn reload(
         "snapshot loaded"
     );
     let mut snapshot = loaded.snapshot;
+    // Unchanged tenants keep what was computed for them; only what changed is computed again.
+    snapshot.inherit_tenant_caches(&current);
     if let Some(prepare) = settings_prepare {
         // CPU-bound (it renders every 7940/7960 phone of a tenant after a change): a blocking thread.
         snapshot = tokio::task::spawn_blocking(move || {

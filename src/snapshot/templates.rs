@@ -292,6 +292,16 @@ impl Templates {
         self.0.get(&id)
     }
 
+    /// Whether both hold the very same compiled overrides (an unchanged source is reused across loads).
+    pub fn same_as(&self, other: &Templates) -> bool {
+        self.0.len() == other.0.len()
+            && self
+                .0
+                .iter()
+                .zip(&other.0)
+                .all(|((a, x), (b, y))| a == b && Arc::ptr_eq(x, y))
+    }
+
     /// Adds or replaces an override.
     pub fn insert(&mut self, template: Arc<CompiledTemplate>) {
         self.0.insert(template.id(), template);
