@@ -171,7 +171,18 @@ fn io_failure(e: io::Error) -> Failure {
 
 /// Binds a UDP socket to `source`, port 0.
 pub async fn bind(source: IpAddr) -> io::Result<UdpSocket> {
-    UdpSocket::bind(SocketAddr::new(source, 0)).await
+    // A window of 16 × 8 KiB blocks overflows the kernel's default receive buffer (~208 KiB): without a
+    // larger one the client, not the server, would drop blocks and wait for retransmissions.
+    let addr = SocketAddr::new(source, 0);
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
 }
 
 /// Reads `name` from the server with an RRQ sent from `source` (mode octet). `rbuf` is a receive buffer
