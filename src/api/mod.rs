@@ -33,6 +33,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 pub use error::{ApiError, Problem};
 pub use extract::etag;
+pub use imports::parse_import_csv;
 
 use crate::auth::Keys;
 use crate::db::Pool;

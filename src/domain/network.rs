@@ -14,6 +14,10 @@ pub enum ParsePrefixError {
     /// Not `address/length`.
     #[error("expected a network in CIDR notation, e.g. 10.20.0.0/16 or 2001:db8::/48")]
     Syntax,
+    /// An IPv4-mapped IPv6 prefix (`::ffff:10.0.0.0/104`): sources are matched in their IPv4 form, so it
+    /// could never match; the IPv4 form is suggested.
+    #[error("an IPv4-mapped IPv6 prefix never matches (sources are compared as IPv4): use {0}")]
+    Mapped(String),
     /// Host bits set, e.g. `10.20.1.0/16`.
     #[error("host bits are set: did you mean {0}?")]
     HostBits(String),
@@ -73,6 +77,15 @@ impl FromStr for Prefix {
             return Err(ParsePrefixError::Syntax);
         }
         let len: u8 = len.parse().map_err(|_| ParsePrefixError::Syntax)?;
+        if let IpAddr::V6(v6) = addr {
+            if let (Some(v4), true) = (v6.to_ipv4_mapped(), len >= 96) {
+                let network = cidr::IpInet::new(IpAddr::V4(v4), len - 96)
+                    .map(|i| format!("{}/{}", i.network().first_address(), len - 96));
+                return Err(ParsePrefixError::Mapped(
+                    network.unwrap_or_else(|_| format!("{v4}/{}", len - 96)),
+                ));
+            }
+        }
         match cidr::IpCidr::new(addr, len) {
             Ok(c) => Ok(Self(c)),
             Err(_) => match cidr::IpInet::new(addr, len) {
@@ -135,6 +148,37 @@ mod tests {
             "::/129",
         ] {
             assert!(bad.parse::<Prefix>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ipv4_mapped_prefixes_are_refused_with_the_ipv4_form() {
+        assert_eq!(
+            "::ffff:10.0.0.0/104".parse::<Prefix>(),
+            Err(ParsePrefixError::Mapped("10.0.0.0/8".into()))
+        );
+        assert_eq!(
+            "::ffff:10.1.2.3/104".parse::<Prefix>(),
+            Err(ParsePrefixError::Mapped("10.0.0.0/8".into()))
+        );
+        assert_eq!(
+            "::ffff:10.1.2.3/128".parse::<Prefix>(),
+            Err(ParsePrefixError::Mapped("10.1.2.3/32".into()))
+        );
+        assert!(
+            "::/0".parse::<Prefix>().is_ok(),
+            "the whole IPv6 space is not a mapped prefix"
+        );
+        // Every prefix that parses contains its own first address (the fuzzing invariant).
+        for ok in [
+            "10.0.0.0/8",
+            "2001:db8::/32",
+            "::/0",
+            "0.0.0.0/0",
+            "::fffe:0:0/95",
+        ] {
+            let p: Prefix = ok.parse().unwrap();
+            assert!(p.contains(p.first_address()), "{ok}");
         }
     }
 

@@ -295,6 +295,11 @@ impl Settings {
         Settings::from_json(base).unwrap_or_else(|_| over.clone())
     }
 
+    /// Whether no setting is set at all (a phone without overrides).
+    pub fn is_empty(&self) -> bool {
+        *self == Settings::default()
+    }
+
     /// Applies an RFC 7396 merge patch and parses the result.
     pub fn patched(&self, patch: &serde_json::Value) -> Result<Settings, FieldError> {
         let mut doc = self.to_json();
