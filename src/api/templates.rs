@@ -192,7 +192,7 @@ pub async fn get_template(
 /// rendered for every phone of the tenant it applies to (tenant-wide files: once) first; any failure or
 /// invalid output refuses the save with 422 and up to 10 errors (`template`, `phones[MAC]`,
 /// `sample phone`).
-#[utoipa::path(tag = "templates", params(("If-Match" = Option<String>, Header, description = "ETag of a previous read; 412 when the resource has changed since"), ("tenant" = String, Path, description = "tenant slug"), ("file" = String, Path, description = "template id, e.g. SIPMAC.cnf")), request_body(content = String, content_type = "text/plain"), security(("bearer" = [])), responses(
+#[utoipa::path(tag = "templates", params(("If-Match" = Option<String>, Header, description = "ETag of a previous read; 412 when the resource has changed since"), ("tenant" = String, Path, description = "tenant slug"), ("file" = String, Path, description = "template id, e.g. SIPMAC.cnf")), request_body(content = super::files::Binary, description = "the MiniJinja source in UTF-8, sent as text/plain or application/octet-stream", content_type = "application/octet-stream"), security(("bearer" = [])), responses(
     (status = 200, description = "replaced", body = TemplateMeta, headers(("ETag" = String, description = "revision of the resource; send it in If-Match"))),
     (status = 201, description = "created", body = TemplateMeta, headers(("ETag" = String, description = "revision of the resource; send it in If-Match"))),
     (status = 400, description = "malformed request", body = Problem, content_type = "application/problem+json"),
@@ -303,7 +303,7 @@ pub async fn delete_template(
 
 /// Render an unsaved template (the body) exactly as a phone would get it if it were saved: for phone
 /// `mac` (per-device files) or for the tenant (tenant-wide files). `sync` is the current value.
-#[utoipa::path(tag = "templates", params(("tenant" = String, Path, description = "tenant slug"), ("file" = String, Path, description = "template id, e.g. SIPMAC.cnf"), PreviewParams), request_body(content = String, content_type = "text/plain"), security(("bearer" = [])), responses(
+#[utoipa::path(tag = "templates", params(("tenant" = String, Path, description = "tenant slug"), ("file" = String, Path, description = "template id, e.g. SIPMAC.cnf"), PreviewParams), request_body(content = super::files::Binary, description = "the MiniJinja source in UTF-8, sent as text/plain or application/octet-stream", content_type = "application/octet-stream"), security(("bearer" = [])), responses(
     (status = 200, description = "the bytes the phone would get", body = String, content_type = "text/plain"),
     (status = 400, description = "malformed request", body = Problem, content_type = "application/problem+json"),
     (status = 401, description = "no valid token", body = Problem, content_type = "application/problem+json"),
