@@ -29,20 +29,9 @@ work=$(mktemp -d /tmp/dialtone-openapi-client.XXXXXX)
 chmod 755 "$work"
 data="$work/data"
 log="$work/server.log"
-server_pid=""
 result=""
 
 say() { echo "openapi-client: $*"; }
-
-strip_ansi() { sed 's/\x1b\[[0-9;]*m//g'; }
-
-show_log() {
-    if [[ -s $log ]]; then
-        echo "---- server log (last 100 lines) ----" >&2
-        tail -n 100 "$log" | strip_ansi >&2
-        echo "---- end of server log ----" >&2
-    fi
-}
 
 fail() {
     echo "openapi-client: FAIL: $*" >&2
@@ -50,42 +39,13 @@ fail() {
     exit 1
 }
 
-# Processes of the data dir: the private PostgreSQL and its helpers, found by a command line that names
-# the data dir (the postmaster, its stop watchdog) or a working directory inside it (the postmaster's
-# children, whose command lines read `postgres: checkpointer` and the like).
-procs_of_data_dir() {
-    local p cmd cwd
-    for p in /proc/[0-9]*; do
-        [[ ${p#/proc/} == "$$" || ${p#/proc/} == "$BASHPID" ]] && continue
-        cmd=$({ tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null) || continue
-        cwd=$(readlink "$p/cwd" 2>/dev/null) || cwd=""
-        if [[ $cmd == *"$data/"* || $cwd == "$data/"* ]]; then
-            echo "${p#/proc/} $cmd"
-        fi
-    done
-    return 0
-}
+# shellcheck source=.ci/server.sh
+source "$repo/.ci/server.sh"
 
 cleanup() {
     local rc=$?
     set +e
-    if [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null; then
-        kill -TERM "$server_pid" 2>/dev/null
-        for _ in $(seq 1 "$((STOP_DEADLINE * 10))"); do
-            kill -0 "$server_pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$server_pid" 2>/dev/null
-        wait "$server_pid" 2>/dev/null
-    fi
-    # Whatever of the private PostgreSQL is still there (only after a failure): stop it by its id.
-    local left
-    left=$(procs_of_data_dir | cut -d' ' -f1)
-    if [[ -n $left ]]; then
-        # shellcheck disable=SC2086
-        kill -TERM $left 2>/dev/null
-        sleep 1
-    fi
+    kill_server
     rm -rf "$work"
     if [[ $rc -eq 0 && -z $result ]]; then
         say "1 passed, 0 failed"
@@ -141,31 +101,7 @@ PATH="$venv/bin:$PATH" "$venv/bin/openapi-python-client" generate \
 
 # --- the server -------------------------------------------------------------------------------------
 
-mkdir -m 755 "$data"
-say "starting $bin serve on $data"
-env -u DIALTONE_DATABASE_URL \
-    DIALTONE_DATA_DIR="$data" \
-    DIALTONE_API_LISTEN=127.0.0.1:0 \
-    DIALTONE_TFTP_LISTEN=127.0.0.1:0 \
-    DIALTONE_HTTP_LISTEN=127.0.0.1:0 \
-    "$bin" serve >"$log" 2>&1 </dev/null &
-server_pid=$!
-
-url=""
-for _ in $(seq 1 "$((START_DEADLINE * 10))"); do
-    url=$(strip_ansi <"$log" | grep -o 'API listening on http://[0-9.]*:[0-9]*' | head -n 1 | sed 's/^API listening on //' || true)
-    [[ -n $url ]] && break
-    if ! kill -0 "$server_pid" 2>/dev/null; then
-        show_log
-        fail "the server exited before listening"
-    fi
-    sleep 0.1
-done
-if [[ -z $url ]]; then
-    show_log
-    fail "the server did not log 'API listening on' within ${START_DEADLINE}s"
-fi
-say "server listening on $url"
+start_server
 
 token=$(env -u DIALTONE_DATABASE_URL DIALTONE_DATA_DIR="$data" "$bin" token issue --role platform-admin) ||
     { show_log; fail "dialtone token issue failed"; }
@@ -178,40 +114,9 @@ DIALTONE_URL="$url" DIALTONE_TOKEN="$token" DIALTONE_OPENAPI="$repo/openapi/open
 
 # --- shutdown ---------------------------------------------------------------------------------------
 
-kill -TERM "$server_pid"
-stopped=""
-for _ in $(seq 1 "$((STOP_DEADLINE * 10))"); do
-    if ! kill -0 "$server_pid" 2>/dev/null; then
-        stopped=yes
-        break
-    fi
-    sleep 0.1
-done
-if [[ -z $stopped ]]; then
-    show_log
-    fail "the server did not exit within ${STOP_DEADLINE}s of SIGTERM"
-fi
-server_rc=0
-wait "$server_pid" || server_rc=$?
-server_pid=""
-
-left=""
-for _ in $(seq 1 "$((PG_GONE_DEADLINE * 10))"); do
-    left=$(procs_of_data_dir)
-    [[ -z $left ]] && break
-    sleep 0.1
-done
+stop_server
 
 if [[ $walk_rc -ne 0 ]]; then
     show_log
     fail "the walk-through failed (exit $walk_rc)"
 fi
-if [[ $server_rc -ne 0 ]]; then
-    show_log
-    fail "the server exited $server_rc after SIGTERM, not 0"
-fi
-if [[ -n $left ]]; then
-    echo "$left" >&2
-    fail "processes of the private PostgreSQL under $data remain ${PG_GONE_DEADLINE}s after the server exited"
-fi
-say "server stopped cleanly; no PostgreSQL left under the data dir"
