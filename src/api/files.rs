@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::extract::{check_if_match, next_page, PageParams};
-use super::tenants::{actor, load_tenant};
+use super::tenants::{actor, scoped_tenant};
 use super::{ApiError, AppState, Problem};
 use crate::auth::{Access, Principal};
 use crate::db::{self, files::FileMeta};
@@ -288,9 +288,7 @@ pub async fn list_tenant_files(
     path: web::Path<String>,
     q: web::Query<PageParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let client = state.pool.get().await.map_err(db::DbError::from)?;
-    let t = load_tenant(&client, &p, &path, Access::Read, false).await?;
-    drop(client);
+    let t = scoped_tenant(&state, &p, &path, Access::Read).await?;
     page(&state, Some(t.id), &q).await
 }
 
@@ -320,10 +318,7 @@ pub async fn put_tenant_file(
         return Err(ApiError::Forbidden);
     }
     let name = parse_name(&name)?;
-    let t = {
-        let client = state.pool.get().await.map_err(db::DbError::from)?;
-        load_tenant(&client, &p, &slug, Access::Write, false).await?
-    };
+    let t = scoped_tenant(&state, &p, &slug, Access::Write).await?;
     let body = read_body(payload).await?;
     store(
         &state,
@@ -352,10 +347,7 @@ pub async fn get_tenant_file(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (slug, name) = path.into_inner();
-    let t = {
-        let client = state.pool.get().await.map_err(db::DbError::from)?;
-        load_tenant(&client, &p, &slug, Access::Read, false).await?
-    };
+    let t = scoped_tenant(&state, &p, &slug, Access::Read).await?;
     fetch(&state, Some(t.id), &name).await
 }
 
@@ -380,9 +372,6 @@ pub async fn delete_tenant_file(
     if !p.may(&slug, Access::Write) {
         return Err(ApiError::Forbidden);
     }
-    let t = {
-        let client = state.pool.get().await.map_err(db::DbError::from)?;
-        load_tenant(&client, &p, &slug, Access::Write, false).await?
-    };
+    let t = scoped_tenant(&state, &p, &slug, Access::Write).await?;
     remove(&state, &p, &req, Some((t.id, t.slug.to_string())), &name).await
 }

@@ -7,10 +7,9 @@ use actix_web::{get, web, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::tenants::load_tenant;
+use super::tenants::scoped_tenant;
 use super::{ApiError, AppState, Problem};
 use crate::auth::{Access, Principal};
-use crate::db;
 use crate::domain::{Model, Settings};
 use crate::provisioning::firmware::{check_load, LoadStatus};
 use crate::snapshot::Snapshot;
@@ -92,15 +91,9 @@ pub async fn firmware_status(
     p: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let client = state.pool.get().await.map_err(db::DbError::from)?;
-    load_tenant(&client, &p, &path, Access::Read, false).await?;
-    drop(client);
+    scoped_tenant(&state, &p, &path, Access::Read).await?;
     let snap = state.snapshot.current();
-    let t = snap.tenant_by_slug(&path).ok_or_else(|| {
-        ApiError::Conflict(
-            "the provisioning snapshot has not caught up with this tenant yet; retry".into(),
-        )
-    })?;
+    let t = super::preview::tenant_index(&snap, &path)?;
     let tenant_settings = &snap.tenant(t).settings;
     let os79xx = tenant_settings
         .firmware

@@ -67,7 +67,8 @@ fn served_response(s: provisioning::Served) -> HttpResponse {
         .body(s.bytes)
 }
 
-fn tenant_index(snap: &Snapshot, slug: &str) -> Result<usize, ApiError> {
+/// The tenant's index in the snapshot, or 409 when the snapshot has not caught up with it yet.
+pub(super) fn tenant_index(snap: &Snapshot, slug: &str) -> Result<usize, ApiError> {
     // The snapshot follows the database within milliseconds; a tenant created an instant ago may not be
     // in it yet.
     snap.tenant_by_slug(slug).ok_or_else(|| {

@@ -13,14 +13,15 @@ use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::check_if_match;
-use super::tenants::{actor, load_tenant, with_etag};
+use super::preview::tenant_index;
+use super::tenants::{actor, scoped_tenant, with_etag};
 use super::{ApiError, AppState, Problem};
 use crate::auth::{Access, Principal};
 use crate::db::{self, templates::TemplateMeta};
 use crate::domain::{FieldError, MacAddress};
 use crate::provisioning::template::{self as tpl, PreviewError, MAX_PROBLEMS};
 use crate::snapshot::templates::{TemplateFormat, MAX_SOURCE};
-use crate::snapshot::{CompiledTemplate, Snapshot, TemplateId};
+use crate::snapshot::{CompiledTemplate, TemplateId};
 
 pub(super) fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.service(list_templates)
@@ -97,27 +98,6 @@ fn compile_body(id: TemplateId, body: &[u8]) -> Result<CompiledTemplate, ApiErro
     CompiledTemplate::compile(id, text).map_err(|m| ApiError::invalid("template", m))
 }
 
-fn tenant_index(snap: &Snapshot, slug: &str) -> Result<usize, ApiError> {
-    snap.tenant_by_slug(slug).ok_or_else(|| {
-        ApiError::Conflict(
-            "the provisioning snapshot has not caught up with this tenant yet; retry".into(),
-        )
-    })
-}
-
-/// Write access to the tenant (templates see passwords: viewers are refused), and the tenant.
-async fn admin_tenant(
-    state: &AppState,
-    p: &Principal,
-    slug: &str,
-) -> Result<db::tenants::Tenant, ApiError> {
-    if !p.may(slug, Access::Write) {
-        return Err(ApiError::Forbidden);
-    }
-    let client = state.pool.get().await.map_err(db::DbError::from)?;
-    load_tenant(&client, p, slug, Access::Write, false).await
-}
-
 /// List the overridable files of a tenant and which are overridden.
 #[utoipa::path(tag = "templates", params(("tenant" = String, Path, description = "tenant slug")), security(("bearer" = [])), responses(
     (status = 200, description = "every overridable file", body = TemplateList),
@@ -133,7 +113,7 @@ pub async fn list_templates(
     p: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let t = admin_tenant(&state, &p, &path).await?;
+    let t = scoped_tenant(&state, &p, &path, Access::Write).await?;
     let client = state.pool.get().await.map_err(db::DbError::from)?;
     let mut saved = db::templates::list(&client, t.id).await?;
     let items = TemplateId::ALL
@@ -172,7 +152,7 @@ pub async fn get_template(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (slug, file) = path.into_inner();
-    let t = admin_tenant(&state, &p, &slug).await?;
+    let t = scoped_tenant(&state, &p, &slug, Access::Write).await?;
     let id = parse_id(&file)?;
     let client = state.pool.get().await.map_err(db::DbError::from)?;
     let (meta, body) = db::templates::body(&client, t.id, id.as_str())
@@ -214,7 +194,7 @@ pub async fn put_template(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let (slug, file) = path.into_inner();
-    let t = admin_tenant(&state, &p, &slug).await?;
+    let t = scoped_tenant(&state, &p, &slug, Access::Write).await?;
     let id = parse_id(&file)?;
     let compiled = Arc::new(compile_body(id, &body)?);
     let snap = state.snapshot.current();
@@ -279,7 +259,7 @@ pub async fn delete_template(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let (slug, file) = path.into_inner();
-    let t = admin_tenant(&state, &p, &slug).await?;
+    let t = scoped_tenant(&state, &p, &slug, Access::Write).await?;
     let id = parse_id(&file)?;
     let mut client = state.pool.get().await.map_err(db::DbError::from)?;
     let tx = client.transaction().await.map_err(db::DbError::from)?;
@@ -323,7 +303,7 @@ pub async fn preview_template(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let (slug, file) = path.into_inner();
-    admin_tenant(&state, &p, &slug).await?;
+    scoped_tenant(&state, &p, &slug, Access::Write).await?;
     let id = parse_id(&file)?;
     let mac = match (&q.mac, id.per_device()) {
         (Some(m), true) => Some(

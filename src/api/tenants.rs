@@ -111,6 +111,21 @@ pub(super) async fn load_tenant(
         .ok_or_else(|| ApiError::NotFound("no such tenant".into()))
 }
 
+/// [`load_tenant`] on a connection of its own, released at once: for handlers whose real work happens
+/// later (reading a body, another transaction).
+pub(super) async fn scoped_tenant(
+    state: &AppState,
+    p: &Principal,
+    slug: &str,
+    access: Access,
+) -> Result<Tenant, ApiError> {
+    if !p.may(slug, access) {
+        return Err(ApiError::Forbidden);
+    }
+    let client = state.pool.get().await.map_err(db::DbError::from)?;
+    load_tenant(&client, p, slug, access, false).await
+}
+
 pub(super) fn with_etag(mut resp: HttpResponse, revision: i64) -> HttpResponse {
     if let Ok(v) = header::HeaderValue::from_str(&etag(revision)) {
         resp.headers_mut().insert(header::ETAG, v);

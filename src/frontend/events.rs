@@ -232,7 +232,15 @@ fn resolve(
         let Some(tenant) = tenant else { continue };
         let tenant_id = snap.tenant(tenant).id;
         let mut phone = None;
+        let mut stored_sha = None;
         if let Ok(normal) = name::normalise(&e.name) {
+            // A stored file (firmware, ring tones) served as the very bytes the snapshot holds: its SHA-256
+            // is known; hashing megabytes again for every transfer would cost a core during a boot storm.
+            if let (Some(f), Some(d)) = (snap.file(tenant, &normal), &e.data) {
+                if f.bytes.as_ptr() == d.as_ptr() && f.bytes.len() == d.len() {
+                    stored_sha = Some(f.sha256.to_vec());
+                }
+            }
             if let Class::Device { mac, .. } = name::classify(&normal) {
                 match snap.phone(mac) {
                     Some(p) if p.tenant == tenant => phone = Some(mac.to_string()),
@@ -242,7 +250,9 @@ fn resolve(
             }
         }
         let sha256 = match (e.outcome, &e.data) {
-            (FetchOutcome::Served, Some(d)) => Some(Sha256::digest(d).to_vec()),
+            (FetchOutcome::Served, Some(d)) => {
+                stored_sha.or_else(|| Some(Sha256::digest(d).to_vec()))
+            }
             _ => None,
         };
         fetches.push(NewFetch {
@@ -302,6 +312,55 @@ mod tests {
             duration: Duration::ZERO,
             data: None,
         }
+    }
+
+    #[test]
+    fn a_stored_file_served_as_is_reuses_its_known_hash() {
+        use crate::snapshot::{Snapshot, StoredFile, TenantView};
+        let tenant = TenantView {
+            id: uuid::Uuid::nil(),
+            slug: "acme".parse().unwrap(),
+            enabled: true,
+            settings: Default::default(),
+            files: Default::default(),
+            templates: Default::default(),
+        };
+        // A deliberately wrong stored hash shows which path the writer took.
+        let firmware = StoredFile {
+            sha256: [7; 32],
+            bytes: Bytes::from_static(b"firmware image"),
+        };
+        let snap = Snapshot::build(
+            1,
+            vec![tenant],
+            vec![("127.0.1.0/24".parse().unwrap(), 0)],
+            vec![],
+            vec![("fw.sbn".into(), firmware.clone())],
+        );
+        let handle = SnapshotHandle::new(snap);
+        let q = EventQueue::new(10);
+        let event = |name: &str, data: Bytes| RawEvent {
+            peer: "127.0.1.5:1000".parse().unwrap(),
+            name: name.into(),
+            data: Some(data),
+            ..ev(0)
+        };
+        let (same, _) = resolve(&q, &handle, vec![event("fw.sbn", firmware.bytes.clone())]);
+        assert_eq!(
+            same[0].sha256.as_deref(),
+            Some(&[7u8; 32][..]),
+            "the snapshot's hash, not a new one"
+        );
+        // The same content in another buffer (e.g. a rendered file) is hashed.
+        let (copy, _) = resolve(
+            &q,
+            &handle,
+            vec![event("fw.sbn", Bytes::from(b"firmware image".to_vec()))],
+        );
+        assert_eq!(
+            copy[0].sha256.as_deref(),
+            Some(&Sha256::digest(b"firmware image")[..])
+        );
     }
 
     #[test]
