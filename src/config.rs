@@ -241,6 +241,9 @@ impl Config {
         if let Some(v) = get("DIALTONE_SNAPSHOT_RELOAD_SECS") {
             self.snapshot_reload_secs = parse("DIALTONE_SNAPSHOT_RELOAD_SECS", v)?;
         }
+        if let Some(v) = get("DIALTONE_FETCH_QUEUE_CAPACITY") {
+            self.fetch_queue_capacity = parse("DIALTONE_FETCH_QUEUE_CAPACITY", v)?;
+        }
         if let Some(v) = get("DIALTONE_RESYNC_RATE_PER_SECOND") {
             self.resync_rate_per_second = parse("DIALTONE_RESYNC_RATE_PER_SECOND", v)?;
         }
