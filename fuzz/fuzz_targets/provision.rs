@@ -46,6 +46,7 @@ fn phone(tenant: usize, mac: &str, model: &str, lines: usize, enabled: bool) -> 
             })
             .collect(),
         settings: Settings::default(),
+        input_digest: Default::default(),
     }
 }
 

@@ -201,6 +201,7 @@ async fn read_phones(
             enabled: r.get(4),
             lines: lines.remove(&mac_text).unwrap_or_default(),
             settings: settings(r.get(5)),
+            input_digest: Default::default(),
         }));
     }
     Ok(phones)

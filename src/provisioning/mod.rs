@@ -397,63 +397,52 @@ fn sync_stamp(snap: &Snapshot, tenant: usize, r: &Resolved) -> u32 {
         inputs.extend_from_slice(tpl.source().as_bytes());
     }
     parts.push(inputs);
-    let phones: Vec<&PhoneView> = snap
+    // Each phone's digest is computed once per phone version (unchanged phones are shared between
+    // snapshots) and the digests are combined by addition, so that a change costs one digest and a pass
+    // of additions, not a hash of the whole tenant.
+    let mut sum: u128 = 0;
+    let mut count: u64 = 0;
+    for phone in snap
         .phones_of(tenant)
         .iter()
         .filter_map(|mac| snap.phone(*mac))
         .filter(|p| p.model.family() == Family::Sip79xx && p.enabled)
-        .collect();
-    let phone_digest = |phone: &PhoneView| -> [u8; 32] {
-        use sha2::Digest;
-        let mut h = sha2::Sha256::new();
-        h.update(phone.mac.octets());
-        h.update(phone.model.as_str());
-        h.update([0]);
-        h.update(&phone.label);
-        h.update([0]);
-        for l in &phone.lines {
-            for field in [
-                Some(l.number.as_str()),
-                Some(l.auth_name.as_str()),
-                Some(l.password.as_str()),
-                l.display_name.as_deref(),
-                l.short_label.as_deref(),
-            ] {
-                h.update(field.unwrap_or("\u{1}"));
-                h.update([0]);
-            }
-        }
-        if !phone.settings.is_empty() {
-            h.update(serde_json::to_vec(&phone.settings.to_json()).unwrap_or_default());
-        }
-        h.finalize().into()
-    };
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(8);
-    let digests: Vec<[u8; 32]> = if workers < 2 || phones.len() < 20_000 {
-        phones.iter().map(|p| phone_digest(p)).collect()
-    } else {
-        let chunk = phones.len().div_ceil(workers);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = phones
-                .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(|| part.iter().map(|p| phone_digest(p)).collect::<Vec<_>>())
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
-        })
-    };
-    for d in digests {
-        parts.push(d.to_vec());
+    {
+        let d = phone.input_digest.get_or_init(|| phone_digest(phone));
+        sum = sum.wrapping_add(u128::from_le_bytes(d[..16].try_into().unwrap_or_default()));
+        count += 1;
     }
+    parts.push(sum.to_le_bytes().to_vec());
+    parts.push(count.to_le_bytes().to_vec());
     let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
     render::stamp_u31(&render::digest(&refs))
+}
+
+/// SHA-256 of what decides one 7940/7960 phone's own files: MAC, model, label, lines and settings.
+fn phone_digest(phone: &PhoneView) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(phone.mac.octets());
+    h.update(phone.model.as_str());
+    h.update([0]);
+    h.update(&phone.label);
+    h.update([0]);
+    for l in &phone.lines {
+        for field in [
+            Some(l.number.as_str()),
+            Some(l.auth_name.as_str()),
+            Some(l.password.as_str()),
+            l.display_name.as_deref(),
+            l.short_label.as_deref(),
+        ] {
+            h.update(field.unwrap_or("\u{1}"));
+            h.update([0]);
+        }
+    }
+    if !phone.settings.is_empty() {
+        h.update(serde_json::to_vec(&phone.settings.to_json()).unwrap_or_default());
+    }
+    h.finalize().into()
 }
 
 /// Computes, once per snapshot, the values that depend on a whole tenant (the 7940/7960 `sync` stamp,

@@ -473,6 +473,7 @@ fn sample_phone(tenant: usize, id: TemplateId) -> PhoneView {
             short_label: None,
         }],
         settings: Settings::default(),
+        input_digest: Default::default(),
     }
 }
 

@@ -77,6 +77,7 @@ pub fn phone(
         enabled: true,
         lines,
         settings: Settings::default(),
+        input_digest: Default::default(),
     }
 }
 

@@ -124,6 +124,26 @@ pub struct PhoneView {
     pub lines: Vec<LineView>,
     /// The phone's settings overrides.
     pub settings: Settings,
+    /// Digest of what decides this phone's 7940/7960 files (its part of the tenant's `sync` stamp),
+    /// computed on first use. A changed phone is a new `PhoneView`, so it never goes stale.
+    pub input_digest: DigestCell,
+}
+
+/// A digest computed on first use. A clone starts empty: a cloned phone may be edited afterwards.
+#[derive(Debug, Default)]
+pub struct DigestCell(std::sync::OnceLock<[u8; 32]>);
+
+impl Clone for DigestCell {
+    fn clone(&self) -> Self {
+        DigestCell::default()
+    }
+}
+
+impl DigestCell {
+    /// The digest, computed by `f` the first time.
+    pub fn get_or_init(&self, f: impl FnOnce() -> [u8; 32]) -> &[u8; 32] {
+        self.0.get_or_init(f)
+    }
 }
 
 /// Longest-prefix-match table: one hash map per prefix length, probed from the longest length down.
@@ -579,6 +599,14 @@ mod tests {
     }
 
     #[test]
+    fn a_cloned_digest_cell_starts_empty() {
+        let cell = DigestCell::default();
+        assert_eq!(cell.get_or_init(|| [1; 32]), &[1; 32]);
+        assert_eq!(cell.get_or_init(|| [2; 32]), &[1; 32], "computed once");
+        assert_eq!(cell.clone().get_or_init(|| [2; 32]), &[2; 32]);
+    }
+
+    #[test]
     fn phones_are_indexed_per_tenant_and_out_of_range_rows_dropped() {
         let phone = |t, last| PhoneView {
             tenant: t,
@@ -588,6 +616,7 @@ mod tests {
             enabled: true,
             lines: vec![],
             settings: Settings::default(),
+            input_digest: Default::default(),
         };
         let snap = Snapshot::build(
             3,
