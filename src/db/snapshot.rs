@@ -116,37 +116,44 @@ pub async fn load(
                 .zip(&tenants)
                 .all(|(a, b)| a.id == b.id)
     });
-    let phones = match previous {
-        None => read_phones(&tx, &index, None).await?,
+    // A full load reads every phone; a delta reads the phones written since and the tombstones.
+    let delta = match previous {
+        None => None,
         Some((prev, x)) => {
             let changed = read_phones(&tx, &index, Some(x)).await?;
-            let gone: HashSet<String> = tx
+            let gone: Vec<MacAddress> = tx
                 .query(
                     &format!("SELECT key FROM tombstones WHERE kind = 'phone' AND {UNSEEN}"),
                     &[&x],
                 )
                 .await?
                 .iter()
-                .map(|r| r.get(0))
+                .filter_map(|r| MacAddress::from_bare_hex(r.get::<_, &str>(0)))
                 .collect();
-            let fresh: HashSet<MacAddress> = changed.iter().map(|p| p.mac).collect();
-            let mut all: Vec<Arc<PhoneView>> = prev
-                .phones_shared()
-                .filter(|p| {
-                    !fresh.contains(&p.mac)
-                        && (gone.is_empty() || !gone.contains(&p.mac.to_string()))
-                })
-                .cloned()
-                .collect();
-            all.extend(changed);
-            all
+            Some((prev, changed, gone))
         }
+    };
+    let full = match delta {
+        None => Some(read_phones(&tx, &index, None).await?),
+        Some(_) => None,
     };
     let global = read_files(&tx, &index, &mut tenants, blobs).await?;
     read_templates(&tx, &index, &mut tenants, previous_all).await?;
     tx.commit().await?;
+    let snapshot = match (delta, full) {
+        (Some((prev, changed, gone)), _) => {
+            prev.with_phone_changes(sequence, tenants, networks, changed, &gone, global)
+        }
+        (None, phones) => Snapshot::build_shared(
+            sequence,
+            tenants,
+            networks,
+            phones.unwrap_or_default(),
+            global,
+        ),
+    };
     Ok(Loaded {
-        snapshot: Snapshot::build_shared(sequence, tenants, networks, phones, global),
+        snapshot,
         xsnapshot,
         delta: previous.is_some(),
     })
