@@ -70,12 +70,15 @@ impl LocalCluster {
         }
         if cluster.is_running() {
             tracing::info!(dir = %cluster.dir.display(), "reusing the local PostgreSQL already running");
+            cluster.wait_ready(Duration::from_secs(30))?;
         } else {
             cluster.start_server()?;
             cluster.started_here = true;
+            // Ready first, so that the watchdog knows the postmaster's PID (it still starts on failure).
+            let ready = cluster.wait_ready(Duration::from_secs(30));
             cluster.spawn_watchdog(remove_on_exit)?;
+            ready?;
         }
-        cluster.wait_ready(Duration::from_secs(30))?;
         Ok(cluster)
     }
 
@@ -206,10 +209,24 @@ impl LocalCluster {
         bail!("PostgreSQL in {} did not become ready", self.dir.display())
     }
 
-    /// Stops the server once this process is gone, however it ends (a crash or SIGKILL included).
+    /// Stops the server once this process is gone, however it ends (a crash or SIGKILL included), but
+    /// only the very postmaster started here: after a clean stop and a quick restart, the data dir may
+    /// already hold the next process's server, which must be left alone.
     fn spawn_watchdog(&self, remove_on_exit: bool) -> anyhow::Result<()> {
+        let pid_file = self.data_dir().join("postmaster.pid");
+        let postmaster = fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.lines().next().map(|l| l.trim().to_owned()))
+            .filter(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()));
+        let same_server = match &postmaster {
+            Some(pm) => format!(
+                "[ \"$(head -n 1 '{}' 2>/dev/null)\" = '{pm}' ] && ",
+                pid_file.display()
+            ),
+            None => String::new(),
+        };
         let mut script = format!(
-            "while [ -d /proc/{pid} ]; do sleep 0.5; done; {pg_ctl} -D '{data}' -m {mode} -w stop",
+            "while [ -d /proc/{pid} ]; do sleep 0.5; done; {same_server}{pg_ctl} -D '{data}' -m {mode} -w stop",
             pid = std::process::id(),
             pg_ctl = self.bin.join("pg_ctl").display(),
             data = self.data_dir().display(),

@@ -229,13 +229,16 @@ async fn reload(
     let current = handle.current();
     let loaded = db::snapshot::load(client, blobs, since.map(|x| (current.as_ref(), x))).await?;
     let elapsed = start.elapsed();
-    tracing::debug!(
-        sequence = loaded.snapshot.sequence,
-        phones = loaded.snapshot.phone_count(),
-        delta = loaded.delta,
-        ms = elapsed.as_millis() as u64,
-        "snapshot loaded"
+    let (sequence, phones, ms) = (
+        loaded.snapshot.sequence,
+        loaded.snapshot.phone_count(),
+        elapsed.as_millis() as u64,
     );
+    if loaded.delta {
+        tracing::debug!(sequence, phones, ms, "snapshot delta loaded");
+    } else {
+        tracing::info!(sequence, phones, ms, "snapshot loaded");
+    }
     let mut snapshot = loaded.snapshot;
     // Unchanged tenants keep what was computed for them; only what changed is computed again.
     snapshot.inherit_tenant_caches(&current);

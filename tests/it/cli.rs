@@ -189,3 +189,71 @@ async fn phones_import_and_export_from_the_command_line() {
     assert!(!csv.contains("pw1"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `dialtone serve` on `data`, logging to `log`; returns the child and its API address.
+fn serve_on(data: &std::path::Path, log: &std::path::Path) -> (std::process::Child, String) {
+    let child = dialtone()
+        .arg("serve")
+        .env_remove("DIALTONE_DATABASE_URL")
+        .env("DIALTONE_DATA_DIR", data)
+        .env("DIALTONE_API_LISTEN", "127.0.0.1:0")
+        .env("DIALTONE_TFTP_LISTEN", "127.0.0.1:0")
+        .env("DIALTONE_HTTP_LISTEN", "127.0.0.1:0")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(at) = text.find("API listening on http://") {
+            let rest = &text[at + "API listening on ".len()..];
+            return (child, rest.split_whitespace().next().unwrap().to_owned());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dialtone did not start: {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_restart_keeps_its_own_private_postgresql() {
+    // The first process's watchdog outlives it by up to half a second; it must not stop the server
+    // the next process started in the same data dir (it did: the restarted API lost its database).
+    let dir = std::env::temp_dir().join(format!(
+        "dialtone-restart-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _ = Command::new("chmod")
+        .args(["755", dir.to_str().unwrap()])
+        .status();
+    let data = dir.join("data");
+    let (mut first, _) = serve_on(&data, &dir.join("first.log"));
+    let _ = Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status();
+    assert!(first.wait().unwrap().success());
+    let (mut second, url) = serve_on(&data, &dir.join("second.log"));
+    // Longer than the watchdog's polling interval.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let ready = reqwest::get(format!("{url}/readyz"))
+        .await
+        .unwrap()
+        .status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &second.id().to_string()])
+        .status();
+    let clean = second.wait().unwrap().success();
+    let log = std::fs::read_to_string(dir.join("second.log")).unwrap_or_default();
+    assert_eq!(
+        ready,
+        StatusCode::OK,
+        "the restarted server lost its database: {log}"
+    );
+    assert!(clean, "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
