@@ -192,7 +192,7 @@ async fn phones_import_and_export_from_the_command_line() {
 
 /// `dialtone serve` on `data`, logging to `log`; returns the child and its API address.
 fn serve_on(data: &std::path::Path, log: &std::path::Path) -> (std::process::Child, String) {
-    let child = dialtone()
+    let mut child = dialtone()
         .arg("serve")
         .env_remove("DIALTONE_DATABASE_URL")
         .env("DIALTONE_DATA_DIR", data)
@@ -211,10 +211,11 @@ fn serve_on(data: &std::path::Path, log: &std::path::Path) -> (std::process::Chi
             let rest = &text[at + "API listening on ".len()..];
             return (child, rest.split_whitespace().next().unwrap().to_owned());
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "dialtone did not start: {text}"
-        );
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("dialtone did not start: {text}");
+        }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
