@@ -191,6 +191,7 @@ async fn phones_import_and_export_from_the_command_line() {
 }
 
 /// `dialtone serve` on `data`, logging to `log`; returns the child and its API address.
+#[allow(clippy::zombie_processes)] // the caller stops and waits for the returned child
 fn serve_on(data: &std::path::Path, log: &std::path::Path) -> (std::process::Child, String) {
     let mut child = dialtone()
         .arg("serve")
