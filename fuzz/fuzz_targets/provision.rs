@@ -45,7 +45,7 @@ fn phone(tenant: usize, mac: &str, model: &str, lines: usize, enabled: bool) -> 
                 short_label: (n == 1).then(|| "Me".to_owned()),
             })
             .collect(),
-        settings: Settings::default(),
+        settings: Default::default(),
         input_digest: Default::default(),
     }
 }

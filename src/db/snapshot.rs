@@ -207,7 +207,7 @@ async fn read_phones(
             label: r.get(3),
             enabled: r.get(4),
             lines: lines.remove(&mac_text).unwrap_or_default(),
-            settings: settings(r.get(5)),
+            settings: crate::snapshot::phone_settings(settings(r.get(5))),
             input_digest: Default::default(),
         }));
     }

@@ -404,7 +404,7 @@ pub fn render_device(
     phone: &PhoneView,
     r: &Resolved,
 ) -> Result<Option<String>, String> {
-    let settings = if phone.settings == Settings::default() {
+    let settings = if *phone.settings == Settings::default() {
         cx.settings.clone()
     } else {
         Value::from(Serde(SettingsCtx::new(r)))
@@ -472,7 +472,7 @@ fn sample_phone(tenant: usize, id: TemplateId) -> PhoneView {
             display_name: Some("Sample".into()),
             short_label: None,
         }],
-        settings: Settings::default(),
+        settings: Default::default(),
         input_digest: Default::default(),
     }
 }

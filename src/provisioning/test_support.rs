@@ -76,7 +76,7 @@ pub fn phone(
         label: label.into(),
         enabled: true,
         lines,
-        settings: Settings::default(),
+        settings: Default::default(),
         input_digest: Default::default(),
     }
 }
@@ -130,7 +130,8 @@ pub fn golden_phones() -> Vec<(&'static str, PhoneView)> {
         "sip": {"port": 5080}, "time": {"time_zone": "America/New_York", "time_format_24h": false},
         "extra": {"vendor_config": {"pcPort": "1"}}
     }))
-    .unwrap();
+    .unwrap()
+    .into();
     let mut p7940 = phone(
         0,
         "0004F2000794",
@@ -141,7 +142,8 @@ pub fn golden_phones() -> Vec<(&'static str, PhoneView)> {
     p7940.settings = Settings::from_json(serde_json::json!({
         "time": {"time_zone": "America/Chicago"}, "extra": {"sip_cnf": {"line1_shortname": "Front"}}
     }))
-    .unwrap();
+    .unwrap()
+    .into();
     vec![
         ("sip79xx", p7940),
         (
