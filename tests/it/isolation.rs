@@ -21,6 +21,12 @@ struct Route {
     own: StatusCode,
 }
 
+impl Route {
+    async fn send_as(&self, app: &TestApp, token: Option<&str>) -> Resp {
+        send(app, &self.method, &self.path, token, &self.body).await
+    }
+}
+
 #[derive(Clone)]
 enum Body {
     None,
@@ -543,28 +549,14 @@ async fn every_route_answers_each_kind_of_caller_as_specified() {
     {
         let label = format!("{} {}", route.method, route.path);
         // Another tenant's admin: 403, byte-identical to the answer for a tenant that does not exist.
-        let r = send(
-            &app,
-            &route.method,
-            &route.path,
-            Some(&acme_admin),
-            &route.body,
-        )
-        .await;
+        let r = route.send_as(&app, Some(&acme_admin)).await;
         check(
             format!("{label} as acme admin"),
             r.status,
             StatusCode::FORBIDDEN,
             &r.text,
         );
-        let g = send(
-            &app,
-            &ghost.method,
-            &ghost.path,
-            Some(&acme_admin),
-            &ghost.body,
-        )
-        .await;
+        let g = ghost.send_as(&app, Some(&acme_admin)).await;
         assert_eq!(
             (r.status, &r.text),
             (g.status, &g.text),
@@ -576,14 +568,7 @@ async fn every_route_answers_each_kind_of_caller_as_specified() {
             r.text
         );
         // Another tenant's viewer: the same.
-        let r = send(
-            &app,
-            &route.method,
-            &route.path,
-            Some(&acme_viewer),
-            &route.body,
-        )
-        .await;
+        let r = route.send_as(&app, Some(&acme_viewer)).await;
         check(
             format!("{label} as acme viewer"),
             r.status,
@@ -601,24 +586,10 @@ async fn every_route_answers_each_kind_of_caller_as_specified() {
         } else {
             StatusCode::OK
         };
-        let r = send(
-            &app,
-            &route.method,
-            &route.path,
-            Some(&bravo_viewer),
-            &route.body,
-        )
-        .await;
+        let r = route.send_as(&app, Some(&bravo_viewer)).await;
         check(format!("{label} as bravo viewer"), r.status, want, &r.text);
         for (who, token) in bad_tokens {
-            let r = send(
-                &app,
-                &route.method,
-                &route.path,
-                token.map(|t| t.as_str()),
-                &route.body,
-            )
-            .await;
+            let r = route.send_as(&app, token.map(|t| t.as_str())).await;
             check(
                 format!("{label} with {who}"),
                 r.status,
@@ -633,14 +604,7 @@ async fn every_route_answers_each_kind_of_caller_as_specified() {
     }
     // The tenant's own admin on acme, and a platform admin on charlie; last, since some rows delete.
     for route in routes("acme", &a_net, &a_del) {
-        let r = send(
-            &app,
-            &route.method,
-            &route.path,
-            Some(&acme_admin),
-            &route.body,
-        )
-        .await;
+        let r = route.send_as(&app, Some(&acme_admin)).await;
         let label = format!("{} {} as acme admin", route.method, route.path);
         check(label.clone(), r.status, route.own, &r.text);
         assert!(
@@ -655,14 +619,7 @@ async fn every_route_answers_each_kind_of_caller_as_specified() {
         } else {
             route.own
         };
-        let r = send(
-            &app,
-            &route.method,
-            &route.path,
-            Some(&app.admin()),
-            &route.body,
-        )
-        .await;
+        let r = route.send_as(&app, Some(&app.admin())).await;
         check(
             format!("{} {} as platform admin", route.method, route.path),
             r.status,
