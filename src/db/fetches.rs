@@ -53,6 +53,18 @@ pub struct Sighting {
 }
 
 /// Stores a batch of events in one statement.
+/// Records that batch `id` is being stored; false when it already was (a retry after a commit whose
+/// outcome the writer could not see). Call in the batch's transaction.
+pub async fn claim_batch(c: &impl GenericClient, id: Uuid) -> Result<bool, DbError> {
+    let n = c
+        .execute(
+            "INSERT INTO fetch_batches (id) VALUES ($1) ON CONFLICT (id) DO NOTHING",
+            &[&id],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
 pub async fn insert_batch(c: &impl GenericClient, events: &[NewFetch]) -> Result<(), DbError> {
     if events.is_empty() {
         return Ok(());

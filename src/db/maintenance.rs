@@ -1,5 +1,6 @@
 //! Housekeeping of tables that only grow: tombstones (needed only until every snapshot follower has
-//! reloaded, which each does at least every `snapshot_reload_secs`) and old fetch events.
+//! reloaded, which each does at least every `snapshot_reload_secs`), old fetch events, and the ids of
+//! stored fetch-event batches (kept a day: long enough for any retry).
 
 use deadpool_postgres::GenericClient;
 
@@ -27,5 +28,11 @@ pub async fn prune(
             &[&(retention_days as i32), &batch],
         )
         .await?;
-    Ok(tombstones + events)
+    let batches = c
+        .execute(
+            "DELETE FROM fetch_batches WHERE at < now() - interval '1 day'",
+            &[],
+        )
+        .await?;
+    Ok(tombstones + events + batches)
 }

@@ -27,6 +27,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "tenant_templates",
         include_str!("../../sql/V5__tenant_templates.sql"),
     ),
+    (
+        6,
+        "fetch_batches",
+        include_str!("../../sql/V6__fetch_batches.sql"),
+    ),
 ];
 
 /// Advisory-lock key that serialises concurrent `migrate` runs across processes.

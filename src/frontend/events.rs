@@ -158,7 +158,9 @@ pub async fn run_writer(
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut pending: Vec<(Vec<NewFetch>, Vec<Sighting>)> = Vec::new();
+    // Each batch has an id stored with it, so that retrying a batch whose commit was lost with the
+    // connection cannot store it twice.
+    let mut pending: Vec<(uuid::Uuid, Vec<NewFetch>, Vec<Sighting>)> = Vec::new();
     loop {
         let stop = tokio::select! {
             _ = shutdown.cancelled() => true,
@@ -171,17 +173,17 @@ pub async fn run_writer(
                 break;
             }
             let batch = resolve(&queue, &snapshot, raw);
-            pending.push(batch);
+            pending.push((uuid::Uuid::new_v4(), batch.0, batch.1));
         }
         // Keep at most ~queue-capacity events waiting for the database; older batches go first.
-        let mut held: usize = pending.iter().map(|(f, _)| f.len()).sum();
+        let mut held: usize = pending.iter().map(|(_, f, _)| f.len()).sum();
         while held > queue.capacity && !pending.is_empty() {
-            let (f, _) = pending.remove(0);
+            let (_, f, _) = pending.remove(0);
             held -= f.len();
             queue.dropped.fetch_add(f.len() as u64, Ordering::Relaxed);
         }
-        while let Some((fetches, sightings)) = pending.first() {
-            match store(&pool, fetches, sightings).await {
+        while let Some((id, fetches, sightings)) = pending.first() {
+            match store(&pool, *id, fetches, sightings).await {
                 Ok(()) => {
                     queue
                         .written
@@ -202,13 +204,16 @@ pub async fn run_writer(
 
 async fn store(
     pool: &Pool,
+    id: uuid::Uuid,
     fetches: &[NewFetch],
     sightings: &[Sighting],
 ) -> Result<(), db::DbError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    db::fetches::insert_batch(&tx, fetches).await?;
-    db::fetches::upsert_sightings(&tx, sightings).await?;
+    if db::fetches::claim_batch(&tx, id).await? {
+        db::fetches::insert_batch(&tx, fetches).await?;
+        db::fetches::upsert_sightings(&tx, sightings).await?;
+    }
     tx.commit().await?;
     Ok(())
 }

@@ -188,3 +188,24 @@ async fn serves_from_the_snapshot_while_postgres_is_away_then_catches_up() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_fetch_batch_retried_after_an_unconfirmed_commit_is_stored_once() {
+    // The writer retries a batch when the connection died during COMMIT; the batch id makes the second
+    // attempt a no-op (found by reliability/faults: an immediate PostgreSQL stop left rows twice).
+    let url = crate::helpers::database::fresh().await;
+    let pool = dialtone::db::pool(&url, 2).unwrap();
+    let client = pool.get().await.unwrap();
+    let id = uuid::Uuid::new_v4();
+    assert!(dialtone::db::fetches::claim_batch(&client, id)
+        .await
+        .unwrap());
+    assert!(!dialtone::db::fetches::claim_batch(&client, id)
+        .await
+        .unwrap());
+    assert!(
+        dialtone::db::fetches::claim_batch(&client, uuid::Uuid::new_v4())
+            .await
+            .unwrap()
+    );
+}
