@@ -65,6 +65,17 @@ pub async fn claim_batch(c: &impl GenericClient, id: Uuid) -> Result<bool, DbErr
     Ok(n == 1)
 }
 
+/// Which of `ids` were stored.
+pub async fn stored_batches(
+    c: &impl GenericClient,
+    ids: &[Uuid],
+) -> Result<std::collections::HashSet<Uuid>, DbError> {
+    let rows = c
+        .query("SELECT id FROM fetch_batches WHERE id = ANY($1)", &[&ids])
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 pub async fn insert_batch(c: &impl GenericClient, events: &[NewFetch]) -> Result<(), DbError> {
     if events.is_empty() {
         return Ok(());

@@ -91,6 +91,9 @@ pub struct EventQueue {
     notify: Notify,
     dropped: AtomicU64,
     written: AtomicU64,
+    /// Events of batches given up while their COMMIT's outcome was unknown: written or dropped, decided
+    /// once the database answers again.
+    unconfirmed: AtomicU64,
     /// Requests per (tenant slug or "none", protocol, outcome), counted by the writer.
     pub counts: Mutex<HashMap<(String, Protocol, FetchOutcome), u64>>,
 }
@@ -104,6 +107,7 @@ impl EventQueue {
             notify: Notify::new(),
             dropped: AtomicU64::new(0),
             written: AtomicU64::new(0),
+            unconfirmed: AtomicU64::new(0),
             counts: Mutex::new(HashMap::new()),
         }
     }
@@ -133,6 +137,11 @@ impl EventQueue {
         self.written.load(Ordering::Relaxed)
     }
 
+    /// Events of batches whose storing is not known yet (see the writer).
+    pub fn unconfirmed(&self) -> u64 {
+        self.unconfirmed.load(Ordering::Relaxed)
+    }
+
     /// Events waiting.
     pub fn len(&self) -> usize {
         self.queue.lock().map(|q| q.len()).unwrap_or(0)
@@ -159,8 +168,10 @@ pub async fn run_writer(
     shutdown: CancellationToken,
 ) {
     // Each batch has an id stored with it, so that retrying a batch whose commit was lost with the
-    // connection cannot store it twice.
-    let mut pending: Vec<(uuid::Uuid, Vec<NewFetch>, Vec<Sighting>)> = Vec::new();
+    // connection cannot store it twice, and so that such a batch, if given up, can be looked up later.
+    let mut pending: Vec<Batch> = Vec::new();
+    // Batches given up after a failed attempt (their COMMIT may have gone through): (id, events).
+    let mut unconfirmed: Vec<(uuid::Uuid, u64)> = Vec::new();
     loop {
         let stop = tokio::select! {
             _ = shutdown.cancelled() => true,
@@ -172,27 +183,53 @@ pub async fn run_writer(
             if raw.is_empty() {
                 break;
             }
-            let batch = resolve(&queue, &snapshot, raw);
-            pending.push((uuid::Uuid::new_v4(), batch.0, batch.1));
+            let (fetches, sightings) = resolve(&queue, &snapshot, raw);
+            pending.push(Batch {
+                id: uuid::Uuid::new_v4(),
+                fetches,
+                sightings,
+                tried: false,
+            });
         }
         // Keep at most ~queue-capacity events waiting for the database; older batches go first.
-        let mut held: usize = pending.iter().map(|(_, f, _)| f.len()).sum();
+        let mut held: usize = pending.iter().map(|b| b.fetches.len()).sum();
         while held > queue.capacity && !pending.is_empty() {
-            let (_, f, _) = pending.remove(0);
-            held -= f.len();
-            queue.dropped.fetch_add(f.len() as u64, Ordering::Relaxed);
+            let b = pending.remove(0);
+            held -= b.fetches.len();
+            let n = b.fetches.len() as u64;
+            if b.tried && unconfirmed.len() < MAX_UNCONFIRMED {
+                unconfirmed.push((b.id, n));
+                queue.unconfirmed.fetch_add(n, Ordering::Relaxed);
+            } else {
+                queue.dropped.fetch_add(n, Ordering::Relaxed);
+            }
         }
-        while let Some((id, fetches, sightings)) = pending.first() {
-            match store(&pool, *id, fetches, sightings).await {
+        while let Some(b) = pending.first_mut() {
+            match store(&pool, b.id, &b.fetches, &b.sightings).await {
                 Ok(()) => {
                     queue
                         .written
-                        .fetch_add(fetches.len() as u64, Ordering::Relaxed);
+                        .fetch_add(b.fetches.len() as u64, Ordering::Relaxed);
                     pending.remove(0);
                 }
                 Err(e) => {
+                    b.tried = true;
                     tracing::debug!(error = %e, waiting = held, "fetch events not stored yet");
                     break;
+                }
+            }
+        }
+        if !unconfirmed.is_empty() && pending.iter().all(|b| !b.tried) {
+            // The database answers again: were the given-up batches stored after all?
+            if let Ok(stored) = stored_batches(&pool, &unconfirmed).await {
+                for (id, n) in unconfirmed.drain(..) {
+                    let counter = if stored.contains(&id) {
+                        &queue.written
+                    } else {
+                        &queue.dropped
+                    };
+                    counter.fetch_add(n, Ordering::Relaxed);
+                    queue.unconfirmed.fetch_sub(n, Ordering::Relaxed);
                 }
             }
         }
@@ -200,6 +237,27 @@ pub async fn run_writer(
             return;
         }
     }
+}
+
+/// Batches given up while their outcome was unknown; beyond this many, they count as dropped at once.
+const MAX_UNCONFIRMED: usize = 10_000;
+
+/// Fetch events on their way to the database.
+struct Batch {
+    id: uuid::Uuid,
+    fetches: Vec<NewFetch>,
+    sightings: Vec<Sighting>,
+    /// A store was attempted and failed: its COMMIT may have gone through.
+    tried: bool,
+}
+
+async fn stored_batches(
+    pool: &Pool,
+    batches: &[(uuid::Uuid, u64)],
+) -> Result<std::collections::HashSet<uuid::Uuid>, db::DbError> {
+    let client = pool.get().await?;
+    let ids: Vec<uuid::Uuid> = batches.iter().map(|(id, _)| *id).collect();
+    db::fetches::stored_batches(&client, &ids).await
 }
 
 async fn store(

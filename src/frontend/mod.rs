@@ -275,6 +275,13 @@ impl Frontend {
             "dialtone_fetch_events_written_total {}",
             self.events.written()
         );
+        let _ = writeln!(out, "# HELP dialtone_fetch_events_unconfirmed Fetch events of batches given up while the database was away whose COMMIT may have gone through; counted as written or dropped once it answers.");
+        let _ = writeln!(out, "# TYPE dialtone_fetch_events_unconfirmed gauge");
+        let _ = writeln!(
+            out,
+            "dialtone_fetch_events_unconfirmed {}",
+            self.events.unconfirmed()
+        );
         let _ = writeln!(out, "# TYPE dialtone_fetch_events_queued gauge");
         let _ = writeln!(out, "dialtone_fetch_events_queued {}", self.events.len());
         if let Some(t) = tftp {

@@ -192,7 +192,8 @@ async fn serves_from_the_snapshot_while_postgres_is_away_then_catches_up() {
 #[tokio::test]
 async fn a_fetch_batch_retried_after_an_unconfirmed_commit_is_stored_once() {
     // The writer retries a batch when the connection died during COMMIT; the batch id makes the second
-    // attempt a no-op (found by reliability/faults: an immediate PostgreSQL stop left rows twice).
+    // attempt a no-op (found by reliability/faults: after an immediate PostgreSQL stop, more rows were
+    // stored than counted written).
     let url = crate::helpers::database::fresh().await;
     let pool = dialtone::db::pool(&url, 2).unwrap();
     let client = pool.get().await.unwrap();
@@ -208,4 +209,10 @@ async fn a_fetch_batch_retried_after_an_unconfirmed_commit_is_stored_once() {
             .await
             .unwrap()
     );
+    // A batch given up while its outcome was unknown is looked up by id once the database answers.
+    let other = uuid::Uuid::new_v4();
+    let stored = dialtone::db::fetches::stored_batches(&client, &[id, other])
+        .await
+        .unwrap();
+    assert!(stored.contains(&id) && !stored.contains(&other));
 }
