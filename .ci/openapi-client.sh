@@ -60,25 +60,8 @@ trap 'exit 130' INT TERM
 
 # --- tools ------------------------------------------------------------------------------------------
 
-if [[ ! -x $bin ]]; then
-    say "building $bin"
-    cargo build --quiet || fail "cargo build failed"
-fi
-
-venv="$work/venv"
-if ! python3 -m venv "$venv" >/dev/null 2>&1; then
-    # Debian ships venv (ensurepip) separately.
-    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-        say "installing python3-venv"
-        rm -rf "$venv"
-        apt-get update -qq >/dev/null
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
-        python3 -m venv "$venv" || fail "python3 -m venv failed even with python3-venv installed"
-    else
-        fail "python3 -m venv does not work here (on Debian: apt-get install python3-venv)"
-    fi
-fi
-py="$venv/bin/python"
+ensure_bin
+make_venv
 say "installing openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION openapi-python-client==$OPENAPI_PYTHON_CLIENT_VERSION"
 "$py" -m pip install --quiet --disable-pip-version-check --no-input \
     "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION" \

@@ -1,7 +1,8 @@
 # Sourced by the .ci scripts that drive a real `dialtone serve`: start it on a private data dir, wait for
 # its API address, stop it with SIGTERM and check that its private PostgreSQL is gone; and, for EXIT
-# traps, stop whatever is left. The caller defines `say`, `fail`, and the variables bin, data, log,
-# START_DEADLINE, STOP_DEADLINE and PG_GONE_DEADLINE. Sets server_pid and url.
+# traps, stop whatever is left; and builds the binary and a Python venv for the tools. The caller defines
+# `say`, `fail`, and the variables bin, work, data, log, START_DEADLINE, STOP_DEADLINE and PG_GONE_DEADLINE.
+# Sets server_pid, url, venv and py.
 
 server_pid=""
 url=""
@@ -110,4 +111,30 @@ kill_server() {
         kill -TERM $left 2>/dev/null
         sleep 1
     fi
+}
+
+# Builds $bin when it is missing.
+ensure_bin() {
+    if [[ ! -x $bin ]]; then
+        say "building $bin"
+        cargo build --quiet || fail "cargo build failed"
+    fi
+}
+
+# A venv under $work for the Python tools; sets venv and py. Debian ships venv (ensurepip) separately: installed
+# when missing and running as root.
+make_venv() {
+    venv="$work/venv"
+    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+        if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+            say "installing python3-venv"
+            rm -rf "$venv"
+            apt-get update -qq >/dev/null
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+            python3 -m venv "$venv" || fail "python3 -m venv failed even with python3-venv installed"
+        else
+            fail "python3 -m venv does not work here (on Debian: apt-get install python3-venv)"
+        fi
+    fi
+    py="$venv/bin/python"
 }

@@ -13,7 +13,6 @@ use dialtone::tftp::{
     FileSource, Lookup, Outcome, TftpConfig, TftpServer, TftpStats, TftpStatsSnapshot,
     TransferReport,
 };
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
@@ -191,50 +190,9 @@ async fn wait_for(within: Duration, what: &str, mut cond: impl FnMut() -> bool) 
 // ---------------------------------------------------------------------------------------------------
 // Raw test client (its own byte handling, independent of the engine's codec)
 
-async fn client(ip: &str) -> UdpSocket {
-    let addr = SocketAddr::new(ip.parse().unwrap(), 0);
-    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).unwrap();
-    let _ = s.set_recv_buffer_size(4 << 20);
-    s.set_nonblocking(true).unwrap();
-    s.bind(&addr.into()).unwrap();
-    UdpSocket::from_std(s.into()).unwrap()
-}
-
-fn rrq(op: u8, name: &str, mode: &str, opts: &[(&str, &str)]) -> Vec<u8> {
-    let mut v = vec![0, op];
-    for s in [name, mode] {
-        v.extend_from_slice(s.as_bytes());
-        v.push(0);
-    }
-    for (k, val) in opts {
-        v.extend_from_slice(k.as_bytes());
-        v.push(0);
-        v.extend_from_slice(val.as_bytes());
-        v.push(0);
-    }
-    v
-}
-
-fn ack(block: u16) -> [u8; 4] {
-    let b = block.to_be_bytes();
-    [0, 4, b[0], b[1]]
-}
-
-fn be16(b: &[u8]) -> u16 {
-    u16::from_be_bytes([b[0], b[1]])
-}
-
-fn parse_pairs(mut b: &[u8]) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    while !b.is_empty() {
-        let mut it = b.splitn(3, |&c| c == 0);
-        let k = String::from_utf8(it.next().unwrap().to_vec()).unwrap();
-        let v = String::from_utf8(it.next().unwrap().to_vec()).unwrap();
-        out.push((k, v));
-        b = it.next().unwrap_or(&[]);
-    }
-    out
-}
+#[path = "support/tftp_wire.rs"]
+mod wire;
+use wire::{ack, be16, parse_pairs, request as rrq, udp_from as client};
 
 /// Receives one datagram or `None` after `within`.
 async fn recv(s: &UdpSocket, within: Duration) -> Option<(Vec<u8>, SocketAddr)> {

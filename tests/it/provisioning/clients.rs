@@ -9,61 +9,20 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::UdpSocket;
-
 /// The install hint printed when a client binary is missing.
 pub const INSTALL_HINT: &str = "apt-get install -y curl tftp-hpa atftp";
 
 // ---------------------------------------------------------------------------------------------------
 // Raw TFTP client
 
-/// A UDP socket bound to `ip`:0 (any 127.0.0.0/8 address is local on Linux).
-pub async fn udp_from(ip: &str) -> UdpSocket {
-    let addr = SocketAddr::new(ip.parse().unwrap(), 0);
-    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).unwrap();
-    let _ = s.set_recv_buffer_size(4 << 20);
-    s.set_nonblocking(true).unwrap();
-    s.bind(&addr.into())
-        .unwrap_or_else(|e| panic!("bind a UDP socket to {addr}: {e}"));
-    UdpSocket::from_std(s.into()).unwrap()
-}
+#[path = "../../support/tftp_wire.rs"]
+mod wire;
+pub use wire::udp_from;
+use wire::{ack, be16, parse_pairs};
 
 /// An RRQ packet.
 pub fn rrq(name: &str, mode: &str, opts: &[(&str, &str)]) -> Vec<u8> {
-    let mut v = vec![0, 1];
-    for s in [name, mode] {
-        v.extend_from_slice(s.as_bytes());
-        v.push(0);
-    }
-    for (k, val) in opts {
-        v.extend_from_slice(k.as_bytes());
-        v.push(0);
-        v.extend_from_slice(val.as_bytes());
-        v.push(0);
-    }
-    v
-}
-
-fn ack(block: u16) -> [u8; 4] {
-    let b = block.to_be_bytes();
-    [0, 4, b[0], b[1]]
-}
-
-fn be16(b: &[u8]) -> u16 {
-    u16::from_be_bytes([b[0], b[1]])
-}
-
-fn parse_pairs(mut b: &[u8]) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    while !b.is_empty() {
-        let mut it = b.splitn(3, |&c| c == 0);
-        let k = String::from_utf8_lossy(it.next().unwrap()).into_owned();
-        let v = String::from_utf8_lossy(it.next().unwrap_or(&[])).into_owned();
-        out.push((k, v));
-        b = it.next().unwrap_or(&[]);
-    }
-    out
+    wire::request(1, name, mode, opts)
 }
 
 /// A completed read.
