@@ -165,7 +165,7 @@ impl Resolved {
 
     /// Settings for a per-device file: defaults < tenant < phone.
     pub fn device(tenant: &TenantView, phone: &PhoneView) -> Resolved {
-        if *phone.settings == Settings::default() {
+        if phone.settings.is_empty() {
             Resolved::from_settings(&tenant.settings)
         } else {
             Resolved::from_settings(&tenant.settings.layered(&phone.settings))

@@ -30,7 +30,7 @@ use minijinja::Value;
 use serde::Serialize;
 
 use crate::domain::settings::Transport;
-use crate::domain::{Family, MacAddress, Model, Settings};
+use crate::domain::{Family, MacAddress, Model};
 use crate::snapshot::{CompiledTemplate, LineView, PhoneView, Snapshot, TemplateId, TenantView};
 
 use super::render::{dialplan, digest, sip79xx, stamp_hex, xml_device};
@@ -404,7 +404,7 @@ pub fn render_device(
     phone: &PhoneView,
     r: &Resolved,
 ) -> Result<Option<String>, String> {
-    let settings = if *phone.settings == Settings::default() {
+    let settings = if phone.settings.is_empty() {
         cx.settings.clone()
     } else {
         Value::from(Serde(SettingsCtx::new(r)))

@@ -137,7 +137,7 @@ pub struct PhoneView {
 /// A phone's settings as the snapshot holds them: empty settings are one shared value.
 pub fn phone_settings(settings: Settings) -> Arc<Settings> {
     static EMPTY: std::sync::LazyLock<Arc<Settings>> = std::sync::LazyLock::new(Arc::default);
-    if settings == Settings::default() {
+    if settings.is_empty() {
         EMPTY.clone()
     } else {
         Arc::new(settings)
@@ -291,7 +291,6 @@ impl Snapshot {
         global_files: Vec<(String, StoredFile)>,
     ) -> Snapshot {
         let n = tenants.len();
-        let networks: Vec<(Prefix, usize)> = networks.into_iter().filter(|(_, t)| *t < n).collect();
         let mut phone_map = PhoneMap::with_capacity_and_hasher(phones.len(), Default::default());
         let mut tenant_phones: Vec<Vec<MacAddress>> = vec![Vec::new(); n];
         for phone in phones {
@@ -307,7 +306,7 @@ impl Snapshot {
         Snapshot::assemble(
             sequence,
             tenants,
-            &networks,
+            networks,
             phone_map,
             tenant_phones,
             global_files,
@@ -328,7 +327,6 @@ impl Snapshot {
         global_files: Vec<(String, StoredFile)>,
     ) -> Snapshot {
         let n = tenants.len();
-        let networks: Vec<(Prefix, usize)> = networks.into_iter().filter(|(_, t)| *t < n).collect();
         let mut phones = self.phones.clone();
         let mut tenant_phones = self.tenant_phones.clone();
         tenant_phones.resize(n, Vec::new());
@@ -388,7 +386,7 @@ impl Snapshot {
         Snapshot::assemble(
             sequence,
             tenants,
-            &networks,
+            networks,
             phones,
             tenant_phones,
             global_files,
@@ -398,18 +396,20 @@ impl Snapshot {
     fn assemble(
         sequence: i64,
         tenants: Vec<TenantView>,
-        networks: &[(Prefix, usize)],
+        networks: Vec<(Prefix, usize)>,
         phones: PhoneMap,
         tenant_phones: Vec<Vec<MacAddress>>,
         global_files: Vec<(String, StoredFile)>,
     ) -> Snapshot {
         let n = tenants.len();
+        // Networks of a tenant index out of range are dropped.
+        let networks: Vec<(Prefix, usize)> = networks.into_iter().filter(|(_, t)| *t < n).collect();
         let global_files: HashMap<String, StoredFile> = global_files.into_iter().collect();
         Snapshot {
             sequence,
             tenant_files_ci: tenants.iter().map(|t| case_index(t.files.keys())).collect(),
             tenant_phones,
-            networks: PrefixTable::build(networks),
+            networks: PrefixTable::build(&networks),
             phones,
             global_files_ci: case_index(global_files.keys()),
             global_files,
