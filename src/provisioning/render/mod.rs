@@ -54,46 +54,108 @@ fn indent(out: &mut String, depth: usize) {
     }
 }
 
-/// A flat 7940/7960 `.cnf` file under construction: ordered `name: "value"` pairs with unique names.
+/// A flat 7940/7960 `.cnf` file under construction: `name: "value"` lines with unique names, written
+/// into the output text as they are added. Renderers add each built-in name once, in a fixed order
+/// ([`Cnf::push`] and friends: no lookup); [`Cnf::set`] is for names that may already be there (a
+/// tenant's extra parameters, `sync`) and replaces the value in place.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Cnf {
-    entries: Vec<(String, String)>,
+    text: String,
+    /// Per line: where it starts in `text` and where its name ends.
+    lines: Vec<(usize, usize)>,
 }
 
 impl Cnf {
     /// An empty file.
     pub fn new() -> Self {
-        Self::default()
+        Cnf {
+            text: String::with_capacity(2048),
+            lines: Vec::with_capacity(64),
+        }
+    }
+
+    fn start_line(&mut self, name: impl std::fmt::Display) {
+        use std::fmt::Write as _;
+        let start = self.text.len();
+        let _ = write!(self.text, "{name}");
+        self.lines.push((start, self.text.len()));
+        self.text.push_str(": \"");
+    }
+
+    fn push_value(&mut self, value: &str) {
+        // Double quotes and control characters are removed (validated settings contain none).
+        if value.bytes().any(|b| b == b'"' || b.is_ascii_control()) || !value.is_ascii() {
+            self.text
+                .extend(value.chars().filter(|c| *c != '"' && !c.is_control()));
+        } else {
+            self.text.push_str(value);
+        }
+        self.text.push_str("\"\n");
+    }
+
+    /// Appends `name` (which must not be there yet) with a text value.
+    pub fn push(&mut self, name: impl std::fmt::Display, value: &str) {
+        self.start_line(name);
+        self.push_value(value);
+        debug_assert!(self.names_unique(), "duplicate .cnf name");
+    }
+
+    /// Appends `name` (which must not be there yet) with a number or another value whose `Display`
+    /// form needs no filtering.
+    pub fn push_num(&mut self, name: impl std::fmt::Display, value: impl std::fmt::Display) {
+        use std::fmt::Write as _;
+        self.start_line(name);
+        let _ = write!(self.text, "{value}");
+        self.text.push_str("\"\n");
+        debug_assert!(self.names_unique(), "duplicate .cnf name");
+    }
+
+    fn names_unique(&self) -> bool {
+        let last = self.lines.len() - 1;
+        let name = self.name(last);
+        (0..last).all(|i| self.name(i) != name)
+    }
+
+    fn name(&self, i: usize) -> &str {
+        let (start, end) = self.lines[i];
+        &self.text[start..end]
+    }
+
+    /// Where line `i`'s value starts and ends (inside the quotes).
+    fn value_range(&self, i: usize) -> std::ops::Range<usize> {
+        let end = self.lines.get(i + 1).map_or(self.text.len(), |l| l.0);
+        self.lines[i].1 + 3..end - 2
     }
 
     /// Sets `name`: replaces the value in place when the name is already there, else appends.
-    pub fn set(&mut self, name: &str, value: impl Into<String>) {
-        let value = value.into();
-        match self.entries.iter_mut().find(|(n, _)| n == name) {
-            Some(entry) => entry.1 = value,
-            None => self.entries.push((name.to_owned(), value)),
+    pub fn set(&mut self, name: &str, value: &str) {
+        let Some(i) = (0..self.lines.len()).find(|&i| self.name(i) == name) else {
+            self.push(name, value);
+            return;
+        };
+        let range = self.value_range(i);
+        let old_len = range.len();
+        let clean: String = value
+            .chars()
+            .filter(|c| *c != '"' && !c.is_control())
+            .collect();
+        self.text.replace_range(range, &clean);
+        for line in &mut self.lines[i + 1..] {
+            line.0 = line.0 + clean.len() - old_len;
+            line.1 = line.1 + clean.len() - old_len;
         }
     }
 
     /// The value of `name`, if set.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.entries
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        (0..self.lines.len())
+            .find(|&i| self.name(i) == name)
+            .map(|i| &self.text[self.value_range(i)])
     }
 
-    /// The text: one `name: "value"` line each, LF line ends. Double quotes and control characters are
-    /// removed from values (validated settings contain none).
-    pub fn finish(&self) -> String {
-        let mut out = String::with_capacity(self.entries.len() * 32);
-        for (name, value) in &self.entries {
-            out.push_str(name);
-            out.push_str(": \"");
-            out.extend(value.chars().filter(|c| *c != '"' && !c.is_control()));
-            out.push_str("\"\n");
-        }
-        out
+    /// The text: one `name: "value"` line each, LF line ends.
+    pub fn finish(self) -> String {
+        self.text
     }
 }
 
@@ -135,11 +197,19 @@ mod tests {
     fn cnf_keys_are_unique_and_replaced_in_place() {
         let mut c = Cnf::new();
         c.set("a", "1");
-        c.set("b", "x y");
+        c.push("b", "x y");
+        c.push_num(format_args!("n{}", 7), 42);
         c.set("a", "2");
         c.set("c", "q\"uote");
         assert_eq!(c.get("a"), Some("2"));
-        assert_eq!(c.finish(), "a: \"2\"\nb: \"x y\"\nc: \"quote\"\n");
+        assert_eq!(c.get("n7"), Some("42"));
+        c.set("b", "a longer value\u{1}");
+        assert_eq!(c.get("c"), Some("quote"));
+        c.set("zz", "Zoë");
+        assert_eq!(
+            c.finish(),
+            "a: \"2\"\nb: \"a longer value\"\nn7: \"42\"\nc: \"quote\"\nzz: \"Zoë\"\n"
+        );
     }
 
     #[test]

@@ -65,31 +65,31 @@ pub(crate) fn date_format(d: DateFormat) -> &'static str {
 
 /// The setting-driven parameters shared by both files, in a fixed order.
 fn common(r: &Resolved, out: &mut Cnf) {
-    out.set("proxy_register", "1");
-    out.set("timer_register_expires", r.register_expires.to_string());
+    out.push("proxy_register", "1");
+    out.push_num("timer_register_expires", r.register_expires);
     if let Some(backup) = &r.backup_proxy {
-        out.set("proxy_backup", backup.as_str());
-        out.set("proxy_backup_port", r.backup_proxy_port.to_string());
+        out.push("proxy_backup", backup.as_str());
+        out.push_num("proxy_backup_port", r.backup_proxy_port);
     }
     if let Some(outbound) = &r.outbound_proxy {
-        out.set("outbound_proxy", outbound.as_str());
-        out.set("outbound_proxy_port", r.outbound_proxy_port.to_string());
+        out.push("outbound_proxy", outbound.as_str());
+        out.push_num("outbound_proxy_port", r.outbound_proxy_port);
     }
-    out.set("nat_enable", bool01(r.nat_enabled));
+    out.push("nat_enable", bool01(r.nat_enabled));
     if let Some(addr) = &r.nat_address {
-        out.set("nat_address", addr.as_str());
+        out.push("nat_address", addr.as_str());
     }
-    out.set("start_media_port", r.start_media_port.to_string());
-    out.set("end_media_port", r.end_media_port.to_string());
-    out.set("preferred_codec", codec_name(r.preferred_codec));
+    out.push_num("start_media_port", r.start_media_port);
+    out.push_num("end_media_port", r.end_media_port);
+    out.push("preferred_codec", codec_name(r.preferred_codec));
     match &r.ntp_server {
         Some(server) => {
-            out.set("sntp_mode", "unicast");
-            out.set("sntp_server", server.as_str());
+            out.push("sntp_mode", "unicast");
+            out.push("sntp_server", server.as_str());
         }
-        None => out.set("sntp_mode", "directedbroadcast"),
+        None => out.push("sntp_mode", "directedbroadcast"),
     }
-    out.set("time_zone", r.zone.cisco_cnf);
+    out.push("time_zone", r.zone.cisco_cnf);
     let dst = if r.dst_auto_adjust {
         dst_params(r.zone.dst, r.zone.utc_offset_minutes)
     } else {
@@ -97,31 +97,31 @@ fn common(r: &Resolved, out: &mut Cnf) {
     };
     match dst {
         Some((start_month, start_week, stop_month, stop_week, start_hour, stop_hour)) => {
-            out.set("dst_offset", "1");
-            out.set("dst_auto_adjust", "1");
-            out.set("dst_start_month", start_month);
-            out.set("dst_start_day", "0");
-            out.set("dst_start_day_of_week", "Sunday");
-            out.set("dst_start_week_of_month", start_week.to_string());
-            out.set("dst_start_time", format!("{start_hour:02}"));
-            out.set("dst_stop_month", stop_month);
-            out.set("dst_stop_day", "0");
-            out.set("dst_stop_day_of_week", "Sunday");
-            out.set("dst_stop_week_of_month", stop_week.to_string());
-            out.set("dst_stop_time", format!("{stop_hour:02}"));
+            out.push("dst_offset", "1");
+            out.push("dst_auto_adjust", "1");
+            out.push("dst_start_month", start_month);
+            out.push("dst_start_day", "0");
+            out.push("dst_start_day_of_week", "Sunday");
+            out.push_num("dst_start_week_of_month", start_week);
+            out.push_num("dst_start_time", format_args!("{start_hour:02}"));
+            out.push("dst_stop_month", stop_month);
+            out.push("dst_stop_day", "0");
+            out.push("dst_stop_day_of_week", "Sunday");
+            out.push_num("dst_stop_week_of_month", stop_week);
+            out.push_num("dst_stop_time", format_args!("{stop_hour:02}"));
         }
         None => {
-            out.set("dst_offset", "0");
-            out.set("dst_auto_adjust", "0");
+            out.push("dst_offset", "0");
+            out.push("dst_auto_adjust", "0");
         }
     }
-    out.set("time_format_24hr", bool01(r.time_24h));
-    out.set("date_format", date_format(r.date_format));
+    out.push("time_format_24hr", bool01(r.time_24h));
+    out.push("date_format", date_format(r.date_format));
     if let Some(vm) = &r.voicemail_number {
-        out.set("messages_uri", vm.as_str());
+        out.push("messages_uri", vm.as_str());
     }
     if !r.dial_plan.is_empty() {
-        out.set("dial_template", "dialplan");
+        out.push("dial_template", "dialplan");
     }
     for (name, url) in [
         ("services_url", &r.services_url),
@@ -129,7 +129,7 @@ fn common(r: &Resolved, out: &mut Cnf) {
         ("logo_url", &r.logo_url),
     ] {
         if let Some(url) = url {
-            out.set(name, url.as_str());
+            out.push(name, url.as_str());
         }
     }
 }
@@ -144,7 +144,7 @@ fn tenant_image(r: &Resolved) -> Option<&str> {
 pub fn sip_default_body(r: &Resolved) -> Cnf {
     let mut out = Cnf::new();
     if let Some(image) = tenant_image(r) {
-        out.set("image_version", image);
+        out.push("image_version", image);
     }
     common(r, &mut out);
     for (name, value) in &r.extra_sip_cnf {
@@ -165,39 +165,39 @@ pub fn sip_default(r: &Resolved, sync: &str) -> String {
 pub fn sip_device(r: &Resolved, phone: &PhoneView) -> String {
     let mut out = Cnf::new();
     if let Some(image) = r.load_for(phone.model) {
-        out.set("image_version", image);
+        out.push("image_version", image);
     }
     let label: String = phone
         .label
         .chars()
         .take(phone.model.max_label_len())
         .collect();
-    out.set("phone_label", label);
+    out.push("phone_label", &label);
     let registrar = r.registrar.as_deref().unwrap_or("");
     for n in 1..=phone.model.line_keys() {
         match phone.lines.get(n - 1) {
             Some(line) => {
-                out.set(&format!("line{n}_name"), line.number.as_str());
-                out.set(
+                out.push(format_args!("line{n}_name"), line.number.as_str());
+                out.push(
                     &format!("line{n}_shortname"),
                     line.short_label.as_deref().unwrap_or(&line.number),
                 );
-                out.set(
+                out.push(
                     &format!("line{n}_displayname"),
                     line.display_name.as_deref().unwrap_or(""),
                 );
-                out.set(&format!("line{n}_authname"), line.auth_name.as_str());
-                out.set(&format!("line{n}_password"), line.password.as_str());
-                out.set(&format!("proxy{n}_address"), registrar);
-                out.set(&format!("proxy{n}_port"), r.sip_port.to_string());
+                out.push(format_args!("line{n}_authname"), line.auth_name.as_str());
+                out.push(format_args!("line{n}_password"), line.password.as_str());
+                out.push(format_args!("proxy{n}_address"), registrar);
+                out.push_num(format_args!("proxy{n}_port"), r.sip_port);
             }
             None => {
-                out.set(&format!("line{n}_name"), "");
-                out.set(&format!("line{n}_shortname"), "");
-                out.set(&format!("line{n}_displayname"), "");
-                out.set(&format!("line{n}_authname"), "UNPROVISIONED");
-                out.set(&format!("line{n}_password"), "UNPROVISIONED");
-                out.set(&format!("proxy{n}_address"), "");
+                out.push(format_args!("line{n}_name"), "");
+                out.push(format_args!("line{n}_shortname"), "");
+                out.push(format_args!("line{n}_displayname"), "");
+                out.push(format_args!("line{n}_authname"), "UNPROVISIONED");
+                out.push(format_args!("line{n}_password"), "UNPROVISIONED");
+                out.push(format_args!("proxy{n}_address"), "");
             }
         }
     }
