@@ -52,7 +52,6 @@ pub struct Sighting {
     pub model_guess: Option<&'static str>,
 }
 
-/// Stores a batch of events in one statement.
 /// Records that batch `id` is being stored; false when it already was (a retry after a commit whose
 /// outcome the writer could not see). Call in the batch's transaction.
 pub async fn claim_batch(c: &impl GenericClient, id: Uuid) -> Result<bool, DbError> {
@@ -76,31 +75,73 @@ pub async fn stored_batches(
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-pub async fn insert_batch(c: &impl GenericClient, events: &[NewFetch]) -> Result<(), DbError> {
+/// Stores a batch of events with one binary COPY, in the caller's transaction.
+pub async fn insert_batch(
+    tx: &deadpool_postgres::Transaction<'_>,
+    events: &[NewFetch],
+) -> Result<(), DbError> {
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+    use tokio_postgres::types::Type;
     if events.is_empty() {
         return Ok(());
     }
-    let at: Vec<OffsetDateTime> = events.iter().map(|e| e.at).collect();
-    let tenant: Vec<Uuid> = events.iter().map(|e| e.tenant).collect();
-    let protocol: Vec<&str> = events.iter().map(|e| e.protocol).collect();
-    let source: Vec<std::net::IpAddr> = events.iter().map(|e| e.source).collect();
-    let port: Vec<i32> = events.iter().map(|e| i32::from(e.source_port)).collect();
-    let name: Vec<&str> = events.iter().map(|e| e.file_name.as_str()).collect();
-    let phone: Vec<Option<&str>> = events.iter().map(|e| e.phone.as_deref()).collect();
-    let outcome: Vec<&str> = events.iter().map(|e| e.outcome).collect();
-    let bytes: Vec<i64> = events.iter().map(|e| e.bytes).collect();
-    let dur: Vec<i64> = events.iter().map(|e| e.duration_us).collect();
-    let sha: Vec<Option<&[u8]>> = events.iter().map(|e| e.sha256.as_deref()).collect();
-    c.execute(
-        "INSERT INTO fetch_events (at, tenant_id, protocol, source, source_port, file_name, phone_mac, outcome, bytes, duration_us, sha256)
-         SELECT u.* FROM unnest($1::timestamptz[], $2::uuid[], $3::text[], $4::inet[], $5::int[], $6::text[], $7::text[],
-                                $8::text[], $9::bigint[], $10::bigint[], $11::bytea[])
-              AS u(at, tenant_id, protocol, source, source_port, file_name, phone_mac, outcome, bytes, duration_us, sha256)
-         -- A tenant deleted since the request: its events go with it.
-         WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = u.tenant_id)",
-        &[&at, &tenant, &protocol, &source, &port, &name, &phone, &outcome, &bytes, &dur, &sha],
-    )
-    .await?;
+    // The batch's tenants, locked against deletion until the batch commits (the foreign key's job, once
+    // per batch instead of once per row). A tenant deleted since the request: its events go with it.
+    let mut tenants: Vec<Uuid> = events.iter().map(|e| e.tenant).collect();
+    tenants.sort_unstable();
+    tenants.dedup();
+    let live: Vec<Uuid> = tx
+        .query(
+            "SELECT id FROM tenants WHERE id = ANY($1) FOR KEY SHARE",
+            &[&tenants],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let sink = tx
+        .copy_in(
+            "COPY fetch_events (at, tenant_id, protocol, source, source_port, file_name, phone_mac, outcome, bytes, duration_us, sha256)
+             FROM STDIN (FORMAT binary)",
+        )
+        .await?;
+    let writer = BinaryCopyInWriter::new(
+        sink,
+        &[
+            Type::TIMESTAMPTZ,
+            Type::UUID,
+            Type::TEXT,
+            Type::INET,
+            Type::INT4,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT8,
+            Type::INT8,
+            Type::BYTEA,
+        ],
+    );
+    futures_util::pin_mut!(writer);
+    for e in events.iter().filter(|e| live.contains(&e.tenant)) {
+        let port = i32::from(e.source_port);
+        writer
+            .as_mut()
+            .write(&[
+                &e.at,
+                &e.tenant,
+                &e.protocol,
+                &e.source,
+                &port,
+                &e.file_name,
+                &e.phone,
+                &e.outcome,
+                &e.bytes,
+                &e.duration_us,
+                &e.sha256,
+            ])
+            .await?;
+    }
+    writer.finish().await?;
     Ok(())
 }
 

@@ -32,6 +32,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "fetch_batches",
         include_str!("../../sql/V6__fetch_batches.sql"),
     ),
+    (
+        7,
+        "fetch_events_without_fk",
+        include_str!("../../sql/V7__fetch_events_without_fk.sql"),
+    ),
 ];
 
 /// Advisory-lock key that serialises concurrent `migrate` runs across processes.
