@@ -1,8 +1,9 @@
 //! TFTP server engine (SPEC §5.4): configuration, the `FileSource` seam to the provisioning layer, and
 //! re-exports of the server, its counters and the wire codec.
 //!
-//! Layout: [`packet`] is the pure codec; `transfer` drives one read transfer on its own ephemeral
-//! socket; `server` is the listening loop (admission rules, per-source limits, shutdown).
+//! Layout: [`packet`] is the pure codec; `transfer` is one read transfer's state machine on its own
+//! ephemeral socket; `server` runs one worker thread per core, each with a `SO_REUSEPORT` listening
+//! socket and the transfers it started (admission rules, per-source limits, shutdown).
 
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -97,6 +98,8 @@ pub struct TftpConfig {
     pub recv_buffer_bytes: usize,
     /// On shutdown, how long transfers in flight may take to finish before they are aborted. Default 10 s.
     pub shutdown_grace: Duration,
+    /// Worker threads, each with its own listening socket (SO_REUSEPORT); 0 = one per core. Default 0.
+    pub workers: usize,
 }
 
 impl Default for TftpConfig {
@@ -112,6 +115,7 @@ impl Default for TftpConfig {
             cooldown: Duration::from_secs(60),
             recv_buffer_bytes: 8 << 20,
             shutdown_grace: Duration::from_secs(10),
+            workers: 0,
         }
     }
 }

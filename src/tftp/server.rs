@@ -1,21 +1,30 @@
-//! The TFTP listening loop: socket setup, admission rules (silence, miss budget and cool-down,
-//! per-source concurrency cap, duplicate requests, write refusal), one task per transfer, counters and
-//! graceful shutdown.
+//! The TFTP server: one worker thread per core, each with its own `SO_REUSEPORT` listening socket and a
+//! `mio` event loop that owns its transfers (their sockets and retransmission timers); admission rules
+//! shared by all workers (miss budget and cool-down, per-source concurrency cap), duplicate requests,
+//! write refusal, counters and graceful shutdown.
+//!
+//! Why threads and not tokio tasks: a small transfer is a handful of datagrams, and a task per transfer
+//! on a work-stealing runtime cost more than the transfer itself (wake-ups across threads, the reactor,
+//! timers); a worker that renders, sends and receives on one core does none of that. The kernel keeps a
+//! client's datagrams on one worker (the `SO_REUSEPORT` hash of the 4-tuple), so a retransmitted request
+//! reaches the worker that knows its transfer.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::UdpSocket;
-use tokio::task::{Id as TaskId, JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::packet::{self, ErrorCode, Packet, Request};
-use super::transfer::{self, TransferResult, TransferSpec};
+use super::transfer::{Step, Transfer, TransferSpec};
 use super::{FileSource, Lookup, Outcome, TftpConfig, TransferReport};
 
 /// Length of the miss-budget window.
@@ -25,6 +34,18 @@ const GC_INTERVAL: Duration = Duration::from_secs(30);
 /// Receive buffer of the listening loop; requests are far smaller (a longer datagram is truncated and
 /// then fails to decode).
 const LISTEN_BUF: usize = 2048;
+/// Requests a worker takes from its listening socket before it looks at its transfers again.
+const LISTEN_BATCH: usize = 64;
+/// Longest sleep of a worker with nothing to do (it also wakes for shutdown).
+const IDLE_WAIT: Duration = Duration::from_millis(500);
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+/// Transfer `i` of a worker is registered as `Token(i + FIRST_TRANSFER)`.
+const FIRST_TRANSFER: usize = 2;
+/// Transfer sockets a worker keeps open, idle, for the next transfers: creating, binding, registering
+/// and closing a socket was a fifth of a small transfer's CPU. Each transfer still has its own port
+/// while it runs (RFC 1350 TID); a late packet of an earlier transfer is a stranger's (ERROR 5).
+const IDLE_SOCKETS: usize = 256;
 
 /// Counters of the engine, for `/metrics`. All are monotonic except `transfers_in_flight`.
 #[derive(Debug, Default)]
@@ -108,7 +129,7 @@ fn bump(a: &AtomicU64) {
 
 /// A bound, not yet running TFTP server.
 pub struct TftpServer {
-    socket: UdpSocket,
+    sockets: Vec<std::net::UdpSocket>,
     local_addr: SocketAddr,
     config: TftpConfig,
     source: Arc<dyn FileSource>,
@@ -119,33 +140,46 @@ impl std::fmt::Debug for TftpServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TftpServer")
             .field("local_addr", &self.local_addr)
+            .field("workers", &self.sockets.len())
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
 }
 
+fn listening_socket(addr: SocketAddr, config: &TftpConfig) -> io::Result<std::net::UdpSocket> {
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::DGRAM.nonblocking(),
+        Some(Protocol::UDP),
+    )?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        sock.set_only_v6(false)?;
+    }
+    if let Err(e) = sock.set_recv_buffer_size(config.recv_buffer_bytes) {
+        tracing::warn!(error = %e, "tftp: cannot set SO_RCVBUF");
+    }
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
+}
+
 impl TftpServer {
-    /// Creates and binds the listening socket (SO_REUSEADDR, SO_RCVBUF as configured, dual-stack when
-    /// the address is `[::]`). Port 0 picks a free port.
+    /// Creates and binds one listening socket per worker (SO_REUSEPORT, SO_RCVBUF as configured,
+    /// dual-stack when the address is `[::]`). Port 0 picks a free port, which every worker then shares.
     pub async fn build(config: TftpConfig, source: Arc<dyn FileSource>) -> io::Result<TftpServer> {
-        let listen = config.listen;
-        let sock = Socket::new(
-            Domain::for_address(listen),
-            Type::DGRAM.nonblocking(),
-            Some(Protocol::UDP),
-        )?;
-        sock.set_reuse_address(true)?;
-        if listen.is_ipv6() && listen.ip().is_unspecified() {
-            sock.set_only_v6(false)?;
+        let workers = match config.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let first = listening_socket(config.listen, &config)?;
+        let local_addr = first.local_addr()?;
+        let mut sockets = vec![first];
+        for _ in 1..workers {
+            sockets.push(listening_socket(local_addr, &config)?);
         }
-        if let Err(e) = sock.set_recv_buffer_size(config.recv_buffer_bytes) {
-            tracing::warn!(error = %e, "tftp: cannot set SO_RCVBUF");
-        }
-        sock.bind(&listen.into())?;
-        let socket = UdpSocket::from_std(sock.into())?;
-        let local_addr = socket.local_addr()?;
         Ok(TftpServer {
-            socket,
+            sockets,
             local_addr,
             config,
             source,
@@ -163,79 +197,564 @@ impl TftpServer {
         self.stats.clone()
     }
 
-    /// Serves until `shutdown` is cancelled, then stops accepting requests (the listening socket is
+    /// Serves until `shutdown` is cancelled, then stops accepting requests (the listening sockets are
     /// closed), lets transfers in flight finish for up to `shutdown_grace`, aborts the rest and returns.
     ///
-    /// The loop only decodes, applies the admission rules, calls the synchronous lookup and spawns a
-    /// task per transfer; it never waits on a transfer. Transfers run on whatever runtime this is
-    /// awaited in, so a multi-thread runtime spreads them over every core.
+    /// The work happens on the server's own worker threads, one per listening socket; this future only
+    /// waits for `shutdown` and then for the workers.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> io::Result<()> {
         let TftpServer {
-            socket,
+            sockets,
             local_addr,
             config,
             source,
             stats,
         } = self;
-        tracing::info!(%local_addr, "tftp: listening");
-        let mut l = Listener {
+        tracing::info!(%local_addr, workers = sockets.len(), "tftp: listening");
+        let shared = Arc::new(Shared {
             local_ip: local_addr.ip(),
             config,
             source,
             stats,
-            sources: HashMap::new(),
-            pending: HashMap::new(),
-            tasks: HashMap::new(),
-            out: Vec::with_capacity(64),
-            next_gc: Instant::now() + GC_INTERVAL,
-        };
-        let mut set: JoinSet<Verdict> = JoinSet::new();
-        let mut buf = vec![0u8; LISTEN_BUF];
-        let cancelled = shutdown.cancelled();
-        tokio::pin!(cancelled);
-        loop {
-            while let Some(r) = set.try_join_next_with_id() {
-                l.finished(r, Some(&socket));
-            }
-            tokio::select! {
-                biased;
-                () = &mut cancelled => break,
-                r = socket.recv_from(&mut buf) => match r {
-                    Ok((n, from)) => l.handle(&socket, &buf[..n], from, &mut set),
-                    Err(e) if is_transient(&e) => {}
-                    Err(e) => {
-                        // Keep reading whatever happens; pause briefly so a persistent error cannot spin.
-                        tracing::warn!(error = %e, "tftp: receive error on listening socket");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                },
-                Some(r) = set.join_next_with_id(), if !set.is_empty() => l.finished(r, Some(&socket)),
-            }
+            sources: Mutex::new(Sources {
+                map: HashMap::new(),
+                next_gc: Instant::now() + GC_INTERVAL,
+            }),
+            stopping: AtomicBool::new(false),
+        });
+        let mut wakers = Vec::new();
+        let mut threads = Vec::new();
+        for (i, socket) in sockets.into_iter().enumerate() {
+            let poll = Poll::new()?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+            let mut listener = UdpSocket::from_std(socket);
+            poll.registry()
+                .register(&mut listener, LISTENER, Interest::READABLE)?;
+            let shared = shared.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("tftp-{i}"))
+                .spawn(move || Worker::new(shared, poll, listener).run())?;
+            wakers.push(waker);
+            threads.push(thread);
         }
-        // Close the port at once: new requests get ICMP "port unreachable", and requests whose lookup is
-        // still running get no reply (their clients retry elsewhere); transfers in flight go on.
-        drop(socket);
-        let in_flight = set.len();
-        tracing::info!(in_flight, "tftp: shutting down");
-        let deadline = tokio::time::Instant::now() + l.config.shutdown_grace;
+        shutdown.cancelled().await;
+        shared.stopping.store(true, Ordering::SeqCst);
+        for w in &wakers {
+            let _ = w.wake();
+        }
+        tracing::info!(
+            in_flight = shared.stats.transfers_in_flight.load(Ordering::Relaxed),
+            "tftp: shutting down"
+        );
+        tokio::task::spawn_blocking(move || {
+            for t in threads {
+                if t.join().is_err() {
+                    tracing::error!("tftp: a worker thread panicked");
+                }
+            }
+        })
+        .await
+        .map_err(io::Error::other)
+    }
+}
+
+/// What every worker shares.
+struct Shared {
+    local_ip: IpAddr,
+    config: TftpConfig,
+    source: Arc<dyn FileSource>,
+    stats: Arc<TftpStats>,
+    sources: Mutex<Sources>,
+    stopping: AtomicBool,
+}
+
+/// Per-source admission state of all workers (a source's transfers spread over the workers).
+struct Sources {
+    map: HashMap<IpAddr, SourceState>,
+    next_gc: Instant,
+}
+
+impl Shared {
+    fn sources(&self) -> MutexGuard<'_, Sources> {
+        self.sources.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn report(&self, peer: SocketAddr, name: &str, outcome: Outcome) {
+        self.source.report(TransferReport {
+            peer,
+            name: name.to_owned(),
+            outcome,
+            bytes: 0,
+            duration: Duration::ZERO,
+            data: None,
+        });
+    }
+
+    /// The lookup, with a panic contained to this request (logged; the request gets no answer).
+    fn lookup(&self, peer: SocketAddr, name: &str) -> Lookup {
+        std::panic::catch_unwind(AssertUnwindSafe(|| self.source.lookup(peer, name)))
+            .unwrap_or_else(|_| {
+                tracing::error!(%peer, "tftp: the lookup panicked; request dropped");
+                Lookup::Silent
+            })
+    }
+}
+
+/// A transfer of a worker, with what its report needs.
+struct Slot {
+    transfer: Transfer,
+    /// The client's address as it arrived (the key of `pending`).
+    from: SocketAddr,
+    /// Canonical client address (IPv4-mapped given as IPv4).
+    peer: SocketAddr,
+    name: Box<str>,
+    start: Instant,
+    /// Distinguishes this transfer from earlier ones in the same slot (timer entries).
+    generation: u64,
+}
+
+/// One worker: a listening socket, its transfers and their timers.
+struct Worker {
+    shared: Arc<Shared>,
+    poll: Poll,
+    listener: Option<UdpSocket>,
+    slots: Vec<Option<Slot>>,
+    /// The socket of slot `i`, registered as its token; kept open while the slot is free (up to
+    /// [`IDLE_SOCKETS`]).
+    sockets: Vec<Option<UdpSocket>>,
+    /// Free slots with an open socket (taken first) and without one.
+    free_open: Vec<usize>,
+    free_closed: Vec<usize>,
+    generation: u64,
+    /// (due, slot, generation); an entry whose slot moved on is skipped, one whose transfer's timer was
+    /// pushed later by progress is put back with the new time.
+    timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    /// Transfers without their first ACK yet, by the client's address: a repeated RRQ is a duplicate.
+    pending: HashMap<SocketAddr, usize>,
+    /// The send buffer of every packet this worker sends.
+    out: Vec<u8>,
+    running: usize,
+    /// The listening socket may hold more requests (it was not drained to `WouldBlock`).
+    listener_ready: bool,
+}
+
+impl Worker {
+    fn new(shared: Arc<Shared>, poll: Poll, listener: UdpSocket) -> Worker {
+        Worker {
+            shared,
+            poll,
+            listener: Some(listener),
+            slots: Vec::new(),
+            sockets: Vec::new(),
+            free_open: Vec::new(),
+            free_closed: Vec::new(),
+            generation: 0,
+            timers: BinaryHeap::new(),
+            pending: HashMap::new(),
+            out: Vec::with_capacity(4 + usize::from(packet::MAX_BLKSIZE)),
+            running: 0,
+            listener_ready: false,
+        }
+    }
+
+    fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        let mut rbuf = vec![0u8; LISTEN_BUF];
+        let mut grace_until: Option<Instant> = None;
         loop {
-            match tokio::time::timeout_at(deadline, set.join_next_with_id()).await {
-                Ok(Some(r)) => l.finished(r, None),
-                Ok(None) => break,
-                Err(_) => {
+            let now = Instant::now();
+            let mut wait = self
+                .timers
+                .peek()
+                .map_or(IDLE_WAIT, |Reverse((at, _, _))| {
+                    at.saturating_duration_since(now)
+                })
+                .min(IDLE_WAIT);
+            if self.listener_ready {
+                wait = Duration::ZERO;
+            }
+            if let Some(until) = grace_until {
+                wait = wait.min(until.saturating_duration_since(now));
+            }
+            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::warn!(error = %e, "tftp: poll failed");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+            let now = Instant::now();
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.listener_ready = true,
+                    WAKER => {}
+                    Token(t) => self.transfer_readable(t - FIRST_TRANSFER, now),
+                }
+            }
+            if self.listener_ready {
+                self.accept(&mut rbuf);
+            }
+            self.fire_timers(Instant::now());
+            if self.shared.stopping.load(Ordering::SeqCst) {
+                if let Some(mut l) = self.listener.take() {
+                    // Close the port at once: new requests get ICMP "port unreachable" once every
+                    // worker has closed its socket; transfers in flight go on.
+                    let _ = self.poll.registry().deregister(&mut l);
+                    self.listener_ready = false;
+                    grace_until = Some(Instant::now() + self.shared.config.shutdown_grace);
+                }
+                if self.running == 0 {
+                    return;
+                }
+                if grace_until.is_some_and(|u| Instant::now() >= u) {
                     tracing::warn!(
-                        remaining = set.len(),
+                        remaining = self.running,
                         "tftp: grace period over, aborting transfers"
                     );
-                    set.abort_all();
-                    while let Some(r) = set.join_next_with_id().await {
-                        l.finished(r, None);
+                    for i in 0..self.slots.len() {
+                        if self.slots[i].is_some() {
+                            self.finish(i, Outcome::Aborted);
+                        }
                     }
-                    break;
+                    return;
                 }
             }
         }
+    }
+
+    /// Takes up to a batch of datagrams from the listening socket.
+    fn accept(&mut self, rbuf: &mut [u8]) {
+        for _ in 0..LISTEN_BATCH {
+            let Some(listener) = &self.listener else {
+                self.listener_ready = false;
+                return;
+            };
+            match listener.recv_from(rbuf) {
+                Ok((n, from)) => self.handle(&rbuf[..n], from),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.listener_ready = false;
+                    return;
+                }
+                Err(e) if is_transient(&e) => {}
+                Err(e) => {
+                    // Keep reading whatever happens; pause briefly so a persistent error cannot spin.
+                    tracing::warn!(error = %e, "tftp: receive error on listening socket");
+                    std::thread::sleep(Duration::from_millis(10));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, pkt: &[u8], from: SocketAddr) {
+        let stats = &self.shared.stats;
+        match packet::opcode(pkt) {
+            // Never answer a response sent to the listening port (SPEC §5.4).
+            Some(packet::OP_DATA | packet::OP_ACK | packet::OP_ERROR | packet::OP_OACK) => {
+                bump(&stats.dropped_response);
+                return;
+            }
+            Some(packet::OP_RRQ | packet::OP_WRQ) => {}
+            _ => {
+                bump(&stats.dropped_malformed);
+                return;
+            }
+        }
+        let (req, write) = match packet::decode(pkt) {
+            Ok(Packet::Rrq(r)) => (r, false),
+            Ok(Packet::Wrq(r)) => (r, true),
+            _ => {
+                bump(&stats.dropped_malformed);
+                return;
+            }
+        };
+        bump(&stats.requests);
+        let now = Instant::now();
+        let peer = canonical(from);
+        let ip = peer.ip();
+        if let Some(&i) = self.pending.get(&from) {
+            if let Some(s) = &self.slots[i] {
+                if *s.name == *req.filename && !s.transfer.first_ack {
+                    // A retransmitted RRQ while its transfer is starting: the transfer answers it.
+                    bump(&stats.duplicates);
+                    return;
+                }
+            }
+        }
+        {
+            let mut sources = self.shared.sources();
+            if now >= sources.next_gc {
+                sources.map.retain(|_, s| !s.idle(now));
+                sources.next_gc = now + GC_INTERVAL;
+            }
+            if sources.map.get_mut(&ip).is_some_and(|s| s.in_cooldown(now)) {
+                bump(&stats.dropped_budget);
+                return;
+            }
+            if !write {
+                let s = sources
+                    .map
+                    .entry(ip)
+                    .or_insert_with(|| SourceState::new(now));
+                if s.active >= self.shared.config.max_transfers_per_source {
+                    bump(&stats.dropped_concurrency);
+                    return;
+                }
+                // Reserved now, so that workers admitting at once cannot pass the cap together.
+                s.active += 1;
+            }
+        }
+        if write {
+            self.refuse_write(&req, from, peer);
+            return;
+        }
+        let lookup = self.shared.lookup(peer, req.filename);
+        if let Lookup::Serve(data) = lookup {
+            self.start(&req, from, peer, data, now);
+            return;
+        }
+        self.release(ip);
+        self.settle(from, peer, req.filename, lookup);
+    }
+
+    /// Gives back a reserved transfer place of `ip`.
+    fn release(&self, ip: IpAddr) {
+        if let Some(s) = self.shared.sources().map.get_mut(&ip) {
+            s.active = s.active.saturating_sub(1);
+        }
+    }
+
+    fn start(
+        &mut self,
+        req: &Request<'_>,
+        from: SocketAddr,
+        peer: SocketAddr,
+        data: bytes::Bytes,
+        now: Instant,
+    ) {
+        let config = &self.shared.config;
+        let spec = TransferSpec {
+            peer: from,
+            data,
+            mode: req.mode,
+            requested: req.options,
+            max_blksize: config.max_blksize,
+            max_windowsize: config.max_windowsize,
+            timeout: config.timeout,
+            retries: config.retries,
+        };
+        let i = match self.free_open.pop().or_else(|| self.free_closed.pop()) {
+            Some(i) => i,
+            None => {
+                self.slots.push(None);
+                self.sockets.push(None);
+                self.slots.len() - 1
+            }
+        };
+        let started = self.open_socket(i).and_then(|()| match &self.sockets[i] {
+            Some(sock) => Transfer::start(spec, sock, now, &mut self.out),
+            None => Err(io::Error::other("no transfer socket")),
+        });
+        let transfer = match started {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "tftp: cannot start transfer");
+                self.close_socket(i);
+                self.free_closed.push(i);
+                self.release(peer.ip());
+                bump(&self.shared.stats.aborted);
+                self.shared.report(peer, req.filename, Outcome::Aborted);
+                return;
+            }
+        };
+        self.generation += 1;
+        self.timers
+            .push(Reverse((transfer.timer_at, i, self.generation)));
+        self.slots[i] = Some(Slot {
+            transfer,
+            from,
+            peer,
+            name: req.filename.into(),
+            start: now,
+            generation: self.generation,
+        });
+        self.pending.insert(from, i);
+        self.running += 1;
+        self.shared
+            .stats
+            .transfers_in_flight
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Gives slot `i` a socket unless it kept one: bound to an ephemeral port, registered as its token.
+    fn open_socket(&mut self, i: usize) -> io::Result<()> {
+        if self.sockets[i].is_none() {
+            let mut sock = super::transfer::bind_ephemeral(self.shared.local_ip)?;
+            self.poll.registry().register(
+                &mut sock,
+                Token(i + FIRST_TRANSFER),
+                Interest::READABLE,
+            )?;
+            self.sockets[i] = Some(sock);
+        }
         Ok(())
+    }
+
+    fn close_socket(&mut self, i: usize) {
+        if let Some(mut sock) = self.sockets[i].take() {
+            let _ = self.poll.registry().deregister(&mut sock);
+        }
+    }
+
+    fn transfer_readable(&mut self, i: usize, now: Instant) {
+        let (Some(Some(slot)), Some(Some(sock))) = (self.slots.get_mut(i), self.sockets.get(i))
+        else {
+            return;
+        };
+        let step = slot.transfer.on_readable(sock, now, &mut self.out);
+        if slot.transfer.first_ack && self.pending.get(&slot.from) == Some(&i) {
+            self.pending.remove(&slot.from);
+        }
+        self.settle_step(i, step);
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some(&Reverse((at, i, generation))) = self.timers.peek() {
+            if at > now {
+                return;
+            }
+            self.timers.pop();
+            let (Some(Some(slot)), Some(Some(sock))) = (self.slots.get_mut(i), self.sockets.get(i))
+            else {
+                continue;
+            };
+            if slot.generation != generation {
+                continue;
+            }
+            if slot.transfer.timer_at > now {
+                // Progress moved the timer: wait for the new time.
+                self.timers
+                    .push(Reverse((slot.transfer.timer_at, i, generation)));
+                continue;
+            }
+            let step = slot.transfer.on_timer(sock, now, &mut self.out);
+            let timer_at = slot.transfer.timer_at;
+            if matches!(step, Ok(Step::Continue)) {
+                self.timers.push(Reverse((timer_at, i, generation)));
+            }
+            self.settle_step(i, step);
+        }
+    }
+
+    fn settle_step(&mut self, i: usize, step: io::Result<Step>) {
+        match step {
+            Ok(Step::Continue) => {}
+            Ok(Step::Done(outcome)) => self.finish(i, outcome),
+            Err(e) => {
+                tracing::debug!(error = %e, "tftp: transfer socket error");
+                self.finish(i, Outcome::Aborted);
+            }
+        }
+    }
+
+    /// Ends transfer `i`: its socket is closed, its place given back, and it is reported once.
+    fn finish(&mut self, i: usize, outcome: Outcome) {
+        let Some(slot) = self.slots[i].take() else {
+            return;
+        };
+        if self.free_open.len() < IDLE_SOCKETS && !self.shared.stopping.load(Ordering::Relaxed) {
+            self.free_open.push(i);
+        } else {
+            self.close_socket(i);
+            self.free_closed.push(i);
+        }
+        self.running -= 1;
+        if self.pending.get(&slot.from) == Some(&i) {
+            self.pending.remove(&slot.from);
+        }
+        self.release(slot.peer.ip());
+        let stats = &self.shared.stats;
+        stats.transfers_in_flight.fetch_sub(1, Ordering::Relaxed);
+        bump(match outcome {
+            Outcome::Served => &stats.served,
+            Outcome::TimedOut => &stats.timed_out,
+            _ => &stats.aborted,
+        });
+        let bytes = slot.transfer.bytes_acked(outcome);
+        self.shared.source.report(TransferReport {
+            peer: slot.peer,
+            name: slot.name.into(),
+            outcome,
+            bytes,
+            duration: slot.start.elapsed(),
+            data: Some(slot.transfer.data),
+        });
+    }
+
+    /// Settles a request whose lookup found nothing to send: the miss budget, the reply, the report.
+    fn settle(&mut self, from: SocketAddr, peer: SocketAddr, name: &str, lookup: Lookup) {
+        let now = Instant::now();
+        let ip = peer.ip();
+        let stats = &self.shared.stats;
+        match lookup {
+            Lookup::Serve(_) => {}
+            Lookup::NotFound { counts_as_miss } => {
+                let config = &self.shared.config;
+                if counts_as_miss {
+                    let mut sources = self.shared.sources();
+                    let s = sources
+                        .map
+                        .entry(ip)
+                        .or_insert_with(|| SourceState::new(now));
+                    if !s.charge_miss(now, config.miss_budget_per_minute, config.cooldown) {
+                        drop(sources);
+                        bump(&stats.cooldowns);
+                        bump(&stats.dropped_budget);
+                        tracing::warn!(
+                            target: "dialtone::security",
+                            source_ip = %ip,
+                            budget_per_minute = config.miss_budget_per_minute,
+                            cooldown_secs = config.cooldown.as_secs_f64(),
+                            last_name = name,
+                            "tftp: miss budget exhausted (possible file name enumeration); ignoring source for the cool-down"
+                        );
+                        return;
+                    }
+                }
+                bump(&stats.misses);
+                self.reply_error(from, ErrorCode::FileNotFound, "File not found");
+                self.shared.report(peer, name, Outcome::NotFound);
+            }
+            Lookup::Refused => {
+                bump(&stats.refused);
+                self.reply_error(from, ErrorCode::AccessViolation, "Access violation");
+                self.shared.report(peer, name, Outcome::Refused);
+            }
+            Lookup::Silent => {
+                bump(&stats.dropped_silent);
+                self.shared.report(peer, name, Outcome::Silent);
+            }
+        }
+    }
+
+    /// Write requests are refused with ERROR 2, but only to a source the provisioning layer knows.
+    fn refuse_write(&mut self, req: &Request<'_>, from: SocketAddr, peer: SocketAddr) {
+        if let Lookup::Silent = self.shared.lookup(peer, req.filename) {
+            bump(&self.shared.stats.dropped_silent);
+            self.shared.report(peer, req.filename, Outcome::Silent);
+            return;
+        }
+        bump(&self.shared.stats.refused);
+        self.reply_error(from, ErrorCode::AccessViolation, "Access violation");
+        self.shared.report(peer, req.filename, Outcome::Refused);
+    }
+
+    fn reply_error(&mut self, to: SocketAddr, code: ErrorCode, msg: &str) {
+        packet::encode_error(&mut self.out, code, msg);
+        // Never wait on the send path: if the socket buffer is full the client will retransmit.
+        if let Some(l) = &self.listener {
+            let _ = l.send_to(&self.out, to);
+        }
     }
 }
 
@@ -291,335 +810,6 @@ impl SourceState {
         self.active == 0
             && self.cooldown_until.is_none_or(|u| now >= u)
             && (self.misses == 0 || now.duration_since(self.window_start) >= MISS_WINDOW)
-    }
-}
-
-/// How a request task ended, for the listening loop to settle.
-#[derive(Debug)]
-enum Verdict {
-    /// The file was (being) sent; the transfer reported itself.
-    Transferred,
-    /// Nothing to send: "file not found", charged to the miss budget when it counts.
-    NotFound {
-        /// Whether it spends the source's miss budget.
-        counts_as_miss: bool,
-    },
-    /// Refused: ERROR 2.
-    Refused,
-    /// No answer at all.
-    Silent,
-}
-
-/// A transfer that has not yet received its first ACK, keyed by the client's address and port.
-struct Pending {
-    task: TaskId,
-    name: Box<str>,
-    first_ack: Arc<AtomicBool>,
-}
-
-/// State owned by the listening loop (no locks: transfers report back through the `JoinSet`).
-struct Listener {
-    local_ip: IpAddr,
-    config: TftpConfig,
-    source: Arc<dyn FileSource>,
-    stats: Arc<TftpStats>,
-    sources: HashMap<IpAddr, SourceState>,
-    pending: HashMap<SocketAddr, Pending>,
-    /// Running request tasks (lookup, then the transfer): raw peer address, canonical peer, file name.
-    tasks: HashMap<TaskId, (SocketAddr, SocketAddr, Box<str>)>,
-    /// Reused buffer for ERROR replies.
-    out: Vec<u8>,
-    next_gc: Instant,
-}
-
-impl Listener {
-    fn handle(
-        &mut self,
-        socket: &UdpSocket,
-        pkt: &[u8],
-        from: SocketAddr,
-        set: &mut JoinSet<Verdict>,
-    ) {
-        match packet::opcode(pkt) {
-            // Never answer a response sent to the listening port (SPEC §5.4).
-            Some(packet::OP_DATA | packet::OP_ACK | packet::OP_ERROR | packet::OP_OACK) => {
-                bump(&self.stats.dropped_response);
-                return;
-            }
-            Some(packet::OP_RRQ | packet::OP_WRQ) => {}
-            _ => {
-                bump(&self.stats.dropped_malformed);
-                return;
-            }
-        }
-        let (req, write) = match packet::decode(pkt) {
-            Ok(Packet::Rrq(r)) => (r, false),
-            Ok(Packet::Wrq(r)) => (r, true),
-            _ => {
-                bump(&self.stats.dropped_malformed);
-                return;
-            }
-        };
-        bump(&self.stats.requests);
-        let now = Instant::now();
-        if now >= self.next_gc {
-            self.sources.retain(|_, s| !s.idle(now));
-            self.next_gc = now + GC_INTERVAL;
-        }
-        let peer = canonical(from);
-        let ip = peer.ip();
-        if self
-            .sources
-            .get_mut(&ip)
-            .is_some_and(|s| s.in_cooldown(now))
-        {
-            bump(&self.stats.dropped_budget);
-            return;
-        }
-        if write {
-            self.refuse_write(socket, &req, from, peer);
-            return;
-        }
-        if let Some(p) = self.pending.get(&from) {
-            if *p.name == *req.filename && !p.first_ack.load(Ordering::Relaxed) {
-                // A retransmitted RRQ while its transfer is starting: the transfer answers it.
-                bump(&self.stats.duplicates);
-                return;
-            }
-        }
-        let active = self.sources.get(&ip).map_or(0, |s| s.active);
-        if active >= self.config.max_transfers_per_source {
-            bump(&self.stats.dropped_concurrency);
-            return;
-        }
-        // The lookup (which may render a file) runs in the request's own task, on any core: the
-        // listening loop only admits, and settles misses when the task reports back (`finished`).
-        self.spawn(&req, from, peer, now, set);
-    }
-
-    /// Settles a request whose lookup found nothing to send: the miss budget, the reply, the report.
-    fn settle(
-        &mut self,
-        socket: Option<&UdpSocket>,
-        from: SocketAddr,
-        peer: SocketAddr,
-        name: &str,
-        verdict: Verdict,
-    ) {
-        let now = Instant::now();
-        let ip = peer.ip();
-        match verdict {
-            Verdict::Transferred => {}
-            Verdict::NotFound { counts_as_miss } => {
-                if counts_as_miss {
-                    let s = self
-                        .sources
-                        .entry(ip)
-                        .or_insert_with(|| SourceState::new(now));
-                    if !s.charge_miss(
-                        now,
-                        self.config.miss_budget_per_minute,
-                        self.config.cooldown,
-                    ) {
-                        bump(&self.stats.cooldowns);
-                        bump(&self.stats.dropped_budget);
-                        tracing::warn!(
-                            target: "dialtone::security",
-                            source_ip = %ip,
-                            budget_per_minute = self.config.miss_budget_per_minute,
-                            cooldown_secs = self.config.cooldown.as_secs_f64(),
-                            last_name = name,
-                            "tftp: miss budget exhausted (possible file name enumeration); ignoring source for the cool-down"
-                        );
-                        return;
-                    }
-                }
-                if self
-                    .sources
-                    .get_mut(&ip)
-                    .is_some_and(|s| s.in_cooldown(now))
-                {
-                    // Another miss of this source started the cool-down while this lookup ran.
-                    bump(&self.stats.dropped_budget);
-                    return;
-                }
-                bump(&self.stats.misses);
-                if let Some(socket) = socket {
-                    self.reply_error(socket, from, ErrorCode::FileNotFound, "File not found");
-                }
-                self.report(peer, name, Outcome::NotFound);
-            }
-            Verdict::Refused => {
-                bump(&self.stats.refused);
-                if let Some(socket) = socket {
-                    self.reply_error(socket, from, ErrorCode::AccessViolation, "Access violation");
-                }
-                self.report(peer, name, Outcome::Refused);
-            }
-            Verdict::Silent => {
-                bump(&self.stats.dropped_silent);
-                self.report(peer, name, Outcome::Silent);
-            }
-        }
-    }
-
-    /// Write requests are refused with ERROR 2, but only to a source the provisioning layer knows.
-    fn refuse_write(
-        &mut self,
-        socket: &UdpSocket,
-        req: &Request<'_>,
-        from: SocketAddr,
-        peer: SocketAddr,
-    ) {
-        if let Lookup::Silent = self.source.lookup(peer, req.filename) {
-            bump(&self.stats.dropped_silent);
-            self.report(peer, req.filename, Outcome::Silent);
-            return;
-        }
-        bump(&self.stats.refused);
-        self.reply_error(socket, from, ErrorCode::AccessViolation, "Access violation");
-        self.report(peer, req.filename, Outcome::Refused);
-    }
-
-    fn spawn(
-        &mut self,
-        req: &Request<'_>,
-        from: SocketAddr,
-        peer: SocketAddr,
-        now: Instant,
-        set: &mut JoinSet<Verdict>,
-    ) {
-        let first_ack = Arc::new(AtomicBool::new(false));
-        let source = self.source.clone();
-        let stats = self.stats.clone();
-        let name: Box<str> = req.filename.into();
-        let task_name = name.clone();
-        let (mode, requested) = (req.mode, req.options);
-        let (local_ip, config) = (self.local_ip, self.config.clone());
-        let flag = first_ack.clone();
-        let handle = set.spawn(async move {
-            let data = match source.lookup(peer, &task_name) {
-                Lookup::Serve(data) => data,
-                Lookup::NotFound { counts_as_miss } => return Verdict::NotFound { counts_as_miss },
-                Lookup::Refused => return Verdict::Refused,
-                Lookup::Silent => return Verdict::Silent,
-            };
-            let spec = TransferSpec {
-                peer: from,
-                local_ip,
-                data,
-                mode,
-                requested,
-                max_blksize: config.max_blksize,
-                max_windowsize: config.max_windowsize,
-                timeout: config.timeout,
-                retries: config.retries,
-            };
-            stats.transfers_in_flight.fetch_add(1, Ordering::Relaxed);
-            // The guard reports the transfer exactly once, also when the task is aborted at shutdown.
-            let mut guard = ReportGuard {
-                source,
-                stats,
-                peer,
-                name: task_name.into(),
-                start: now,
-                data: spec.data.clone(),
-                result: None,
-            };
-            guard.result = Some(transfer::run(spec, flag).await);
-            Verdict::Transferred
-        });
-        self.tasks.insert(handle.id(), (from, peer, name.clone()));
-        self.pending.insert(
-            from,
-            Pending {
-                task: handle.id(),
-                name,
-                first_ack,
-            },
-        );
-        self.sources
-            .entry(peer.ip())
-            .or_insert_with(|| SourceState::new(now))
-            .active += 1;
-    }
-
-    /// Bookkeeping when a request task ends (normally, aborted or panicked), then its verdict settled.
-    fn finished(&mut self, r: Result<(TaskId, Verdict), JoinError>, socket: Option<&UdpSocket>) {
-        let (id, verdict) = match r {
-            Ok((id, v)) => (id, Some(v)),
-            Err(e) => {
-                if e.is_panic() {
-                    tracing::error!(error = %e, "tftp: request task panicked");
-                }
-                (e.id(), None)
-            }
-        };
-        let Some((from, peer, name)) = self.tasks.remove(&id) else {
-            return;
-        };
-        if self.pending.get(&from).is_some_and(|p| p.task == id) {
-            self.pending.remove(&from);
-        }
-        if let Some(s) = self.sources.get_mut(&peer.ip()) {
-            s.active = s.active.saturating_sub(1);
-        }
-        if let Some(v) = verdict {
-            self.settle(socket, from, peer, &name, v);
-        }
-    }
-
-    fn reply_error(&mut self, socket: &UdpSocket, to: SocketAddr, code: ErrorCode, msg: &str) {
-        packet::encode_error(&mut self.out, code, msg);
-        // Never wait on the send path: if the socket buffer is full the client will retransmit.
-        let _ = socket.try_send_to(&self.out, to);
-    }
-
-    fn report(&self, peer: SocketAddr, name: &str, outcome: Outcome) {
-        self.source.report(TransferReport {
-            peer,
-            name: name.to_owned(),
-            outcome,
-            bytes: 0,
-            duration: Duration::ZERO,
-            data: None,
-        });
-    }
-}
-
-/// Reports a transfer's end exactly once, even if its task is aborted at shutdown or panics.
-struct ReportGuard {
-    source: Arc<dyn FileSource>,
-    stats: Arc<TftpStats>,
-    peer: SocketAddr,
-    name: String,
-    start: Instant,
-    data: bytes::Bytes,
-    result: Option<TransferResult>,
-}
-
-impl Drop for ReportGuard {
-    fn drop(&mut self) {
-        let TransferResult { outcome, bytes } = self.result.unwrap_or(TransferResult {
-            outcome: Outcome::Aborted,
-            bytes: 0,
-        });
-        self.stats
-            .transfers_in_flight
-            .fetch_sub(1, Ordering::Relaxed);
-        bump(match outcome {
-            Outcome::Served => &self.stats.served,
-            Outcome::TimedOut => &self.stats.timed_out,
-            _ => &self.stats.aborted,
-        });
-        self.source.report(TransferReport {
-            peer: self.peer,
-            name: std::mem::take(&mut self.name),
-            outcome,
-            bytes,
-            duration: self.start.elapsed(),
-            data: Some(self.data.clone()),
-        });
     }
 }
 

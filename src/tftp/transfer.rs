@@ -1,16 +1,14 @@
 //! One read transfer: option negotiation (RFC 2347/2348/2349/7440), netascii conversion, and the
-//! windowed send / acknowledge / retransmit state machine, driven on its own ephemeral UDP socket.
+//! windowed send / acknowledge / retransmit state machine on its own ephemeral UDP socket. Synchronous:
+//! the worker thread that owns the socket calls it on readiness and on its timer.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use mio::net::UdpSocket;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::UdpSocket;
-use tokio::time::Instant;
 
 use super::packet::{
     self, Mode, Packet, TransferOptions, DEFAULT_BLKSIZE, MAX_BLKSIZE, MIN_BLKSIZE,
@@ -31,8 +29,6 @@ const DEADLINE_PER_BLOCK: Duration = Duration::from_millis(100);
 pub(crate) struct TransferSpec {
     /// The client's address exactly as the request arrived (IPv4-mapped on a dual-stack socket).
     pub peer: SocketAddr,
-    /// Local IP of the listening socket; the transfer socket binds to it with port 0.
-    pub local_ip: IpAddr,
     /// File content (octet form).
     pub data: Bytes,
     /// Requested mode.
@@ -47,13 +43,6 @@ pub(crate) struct TransferSpec {
     pub timeout: Duration,
     /// Retransmissions without progress before giving up.
     pub retries: u32,
-}
-
-/// How a transfer ended and how many payload bytes the client acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct TransferResult {
-    pub outcome: Outcome,
-    pub bytes: u64,
 }
 
 /// Negotiated transfer parameters.
@@ -142,7 +131,7 @@ fn overall_deadline(start: Instant, blocks: u64) -> Instant {
 
 /// Binds the transfer's socket to `local_ip` and an ephemeral port (the server's transfer ID, RFC
 /// 1350 §4). On a dual-stack wildcard listener the socket is dual-stack too.
-fn bind_ephemeral(local_ip: IpAddr) -> io::Result<UdpSocket> {
+pub(crate) fn bind_ephemeral(local_ip: IpAddr) -> io::Result<UdpSocket> {
     let domain = if local_ip.is_ipv4() {
         Domain::IPV4
     } else {
@@ -153,200 +142,225 @@ fn bind_ephemeral(local_ip: IpAddr) -> io::Result<UdpSocket> {
         sock.set_only_v6(false)?;
     }
     sock.bind(&SocketAddr::new(local_ip, 0).into())?;
-    UdpSocket::from_std(sock.into())
+    Ok(UdpSocket::from_std(sock.into()))
 }
 
-/// Runs one read transfer to its end. `first_ack` is set when the client's first valid ACK arrives (the
-/// listener stops treating a repeated RRQ from the same port as a duplicate from then on).
-pub(crate) async fn run(spec: TransferSpec, first_ack: Arc<AtomicBool>) -> TransferResult {
-    let start = Instant::now();
-    let data = match spec.mode {
-        Mode::Octet => spec.data,
-        Mode::NetAscii => to_netascii(&spec.data),
-    };
-    let len = data.len() as u64;
-    let neg = negotiate(
-        &spec.requested,
-        len,
-        spec.max_blksize,
-        spec.max_windowsize,
-        spec.timeout,
-    );
-    let sock = match bind_ephemeral(spec.local_ip) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(peer = %spec.peer, error = %e, "tftp: cannot bind transfer socket");
-            return TransferResult {
-                outcome: Outcome::Aborted,
-                bytes: 0,
-            };
-        }
-    };
-    let mut t = Transfer {
-        sock,
-        peer: spec.peer,
-        data,
-        blksize: neg.blksize,
-        windowsize: neg.windowsize,
-        blocks: block_count(len, neg.blksize),
-        acked: 0,
-        sent_upto: 0,
-        buf: Vec::with_capacity(4 + usize::from(neg.blksize)),
-    };
-    let outcome = match t
-        .drive(
-            &neg,
-            spec.retries,
-            overall_deadline(start, t.blocks),
-            &first_ack,
-        )
-        .await
-    {
-        Ok(o) => o,
-        Err(e) => {
-            tracing::debug!(peer = %spec.peer, error = %e, "tftp: transfer socket error");
-            Outcome::Aborted
-        }
-    };
-    let bytes = if outcome == Outcome::Served {
-        len
-    } else {
-        (t.acked * u64::from(t.blksize)).min(len)
-    };
-    TransferResult { outcome, bytes }
+/// What a transfer wants after an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Keep going; the retransmission timer is at [`Transfer::timer_at`].
+    Continue,
+    /// Finished this way.
+    Done(Outcome),
 }
 
-/// State of one transfer. Blocks are counted from 1 as `u64`; the wire number is the low 16 bits, so
-/// files over 65535 blocks roll over to 0 as most clients expect.
-struct Transfer {
-    sock: UdpSocket,
-    peer: SocketAddr,
-    data: Bytes,
+/// State of one read transfer, driven by the worker that owns its socket (passed to each call): [`Transfer::start`], then
+/// [`Transfer::on_readable`] for datagrams and [`Transfer::on_timer`] when `timer_at` passes. Blocks are
+/// counted from 1 as `u64`; the wire number is the low 16 bits, so files over 65535 blocks roll over to
+/// 0 as most clients expect.
+pub(crate) struct Transfer {
+    pub peer: SocketAddr,
+    /// The content as sent (netascii already converted).
+    pub data: Bytes,
     blksize: u16,
     windowsize: u16,
+    /// The OACK still to be acknowledged (with ACK 0), kept for retransmission.
+    oack: Option<TransferOptions>,
+    rto: Duration,
+    retries: u32,
+    tries: u32,
     /// Total number of DATA blocks, including a final short (possibly empty) one.
     blocks: u64,
     /// Blocks 1..=acked are acknowledged.
     acked: u64,
     /// Highest block sent in the current window.
     sent_upto: u64,
-    /// The one send buffer of the transfer: OACK first, then header + payload of each block.
-    buf: Vec<u8>,
+    /// Whether the client's first valid ACK arrived (until then a repeated RRQ is a duplicate).
+    pub first_ack: bool,
+    /// When the next retransmission is due (never after `deadline`).
+    pub timer_at: Instant,
+    deadline: Instant,
 }
 
 impl Transfer {
-    async fn drive(
-        &mut self,
-        neg: &Negotiated,
-        retries: u32,
-        deadline: Instant,
-        first_ack: &AtomicBool,
-    ) -> io::Result<Outcome> {
-        let mut rbuf = [0u8; 516];
-        let mut awaiting_oack = false;
-        if let Some(oack) = &neg.oack {
-            // RFC 2347: the OACK is acknowledged with ACK 0; the buffer keeps it for retransmission.
-            packet::encode_oack(&mut self.buf, oack);
-            self.sock.send_to(&self.buf, self.peer).await?;
-            awaiting_oack = true;
+    /// Negotiates and sends the first packet (OACK or DATA 1) on `sock`, using `buf`.
+    pub(crate) fn start(
+        spec: TransferSpec,
+        sock: &UdpSocket,
+        now: Instant,
+        buf: &mut Vec<u8>,
+    ) -> io::Result<Transfer> {
+        let data = match spec.mode {
+            Mode::Octet => spec.data,
+            Mode::NetAscii => to_netascii(&spec.data),
+        };
+        let len = data.len() as u64;
+        let neg = negotiate(
+            &spec.requested,
+            len,
+            spec.max_blksize,
+            spec.max_windowsize,
+            spec.timeout,
+        );
+        let blocks = block_count(len, neg.blksize);
+        let deadline = overall_deadline(now, blocks);
+        let mut t = Transfer {
+            peer: spec.peer,
+            data,
+            blksize: neg.blksize,
+            windowsize: neg.windowsize,
+            oack: neg.oack,
+            rto: neg.timeout,
+            retries: spec.retries,
+            tries: 0,
+            blocks,
+            acked: 0,
+            sent_upto: 0,
+            first_ack: false,
+            timer_at: deadline.min(now + neg.timeout),
+            deadline,
+        };
+        t.send_first(sock, buf)?;
+        Ok(t)
+    }
+
+    /// Payload bytes the client acknowledged.
+    pub(crate) fn bytes_acked(&self, outcome: Outcome) -> u64 {
+        let len = self.data.len() as u64;
+        if outcome == Outcome::Served {
+            len
         } else {
-            self.send_window(1).await?;
+            (self.acked * u64::from(self.blksize)).min(len)
         }
-        let rto = neg.timeout;
-        let sleep = tokio::time::sleep_until(deadline.min(Instant::now() + rto));
-        tokio::pin!(sleep);
-        let mut tries = 0u32;
+    }
+
+    fn send_first(&mut self, sock: &UdpSocket, buf: &mut Vec<u8>) -> io::Result<()> {
+        match &self.oack {
+            // RFC 2347: the OACK is acknowledged with ACK 0.
+            Some(oack) => {
+                packet::encode_oack(buf, oack);
+                send(sock, buf, self.peer)
+            }
+            None => self.send_window(sock, 1, buf),
+        }
+    }
+
+    /// Reads every datagram waiting on the transfer socket.
+    pub(crate) fn on_readable(
+        &mut self,
+        sock: &UdpSocket,
+        now: Instant,
+        buf: &mut Vec<u8>,
+    ) -> io::Result<Step> {
+        let mut rbuf = [0u8; 516];
         loop {
-            tokio::select! {
-                biased;
-                r = self.sock.recv_from(&mut rbuf) => {
-                    let (n, from) = match r {
-                        Ok(x) => x,
-                        // ICMP-induced errors are transient on UDP; keep waiting.
-                        Err(e) if is_transient(&e) => continue,
-                        Err(e) => return Err(e),
-                    };
-                    if from != self.peer {
-                        // RFC 1350 §4: wrong TID; tell the stranger, carry on.
-                        let _ = self.sock.try_send_to(ERROR_UNKNOWN_TID, from);
-                        continue;
-                    }
-                    match packet::decode(&rbuf[..n]) {
-                        Ok(Packet::Ack { block }) => {
-                            if awaiting_oack {
-                                if block != 0 {
-                                    continue;
-                                }
-                                awaiting_oack = false;
-                                first_ack.store(true, Ordering::Relaxed);
-                                self.buf.clear();
-                                self.buf.resize(4 + usize::from(self.blksize), 0);
-                                self.send_window(1).await?;
-                            } else {
-                                // Map the 16-bit block number into the outstanding window; anything else
-                                // (a duplicate or stale ACK) is ignored rather than answered, which
-                                // avoids the Sorcerer's Apprentice bug (RFC 1123 §4.2.3.1). A lost
-                                // window is resent by the timer.
-                                let rel = u64::from(block.wrapping_sub(self.acked as u16));
-                                if rel == 0 || rel > self.sent_upto - self.acked {
-                                    continue;
-                                }
-                                first_ack.store(true, Ordering::Relaxed);
-                                self.acked += rel;
-                                if self.acked == self.blocks {
-                                    // The final ACK: done (RFC 1350 §6).
-                                    return Ok(Outcome::Served);
-                                }
-                                // RFC 7440 §4: the next window starts after the acknowledged block.
-                                self.send_window(self.acked + 1).await?;
-                            }
-                            tries = 0;
-                            sleep.as_mut().reset(deadline.min(Instant::now() + rto));
-                        }
-                        // RFC 1350 §7: an ERROR from the client ends the transfer, no reply.
-                        Ok(Packet::Error { .. }) => return Ok(Outcome::Aborted),
-                        _ => {}
+            let (n, from) = match sock.recv_from(&mut rbuf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Step::Continue),
+                // ICMP-induced errors are transient on UDP; keep reading.
+                Err(e) if is_transient(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            if from != self.peer {
+                // RFC 1350 §4: wrong TID; tell the stranger, carry on.
+                let _ = sock.send_to(ERROR_UNKNOWN_TID, from);
+                continue;
+            }
+            match packet::decode(&rbuf[..n]) {
+                Ok(Packet::Ack { block }) => {
+                    if let Step::Done(o) = self.on_ack(sock, block, now, buf)? {
+                        return Ok(Step::Done(o));
                     }
                 }
-                () = &mut sleep => {
-                    if Instant::now() >= deadline {
-                        return Ok(Outcome::TimedOut);
-                    }
-                    tries += 1;
-                    if tries > retries {
-                        return Ok(Outcome::TimedOut);
-                    }
-                    if awaiting_oack {
-                        self.sock.send_to(&self.buf, self.peer).await?;
-                    } else {
-                        // Resend the whole unacknowledged part of the window.
-                        self.send_window(self.acked + 1).await?;
-                    }
-                    sleep.as_mut().reset(deadline.min(Instant::now() + rto));
-                }
+                // RFC 1350 §7: an ERROR from the client ends the transfer, no reply.
+                Ok(Packet::Error { .. }) => return Ok(Step::Done(Outcome::Aborted)),
+                _ => {}
             }
         }
     }
 
-    /// Sends blocks `from..` up to the window size or the last block, with one `send_to` each, reusing
-    /// the transfer's buffer.
-    async fn send_window(&mut self, from: u64) -> io::Result<()> {
-        if self.buf.len() < 4 + usize::from(self.blksize) {
-            self.buf.resize(4 + usize::from(self.blksize), 0);
+    fn on_ack(
+        &mut self,
+        sock: &UdpSocket,
+        block: u16,
+        now: Instant,
+        buf: &mut Vec<u8>,
+    ) -> io::Result<Step> {
+        if self.oack.is_some() {
+            if block != 0 {
+                return Ok(Step::Continue);
+            }
+            self.oack = None;
+            self.first_ack = true;
+            self.send_window(sock, 1, buf)?;
+        } else {
+            // Map the 16-bit block number into the outstanding window; anything else (a duplicate or
+            // stale ACK) is ignored rather than answered, which avoids the Sorcerer's Apprentice bug
+            // (RFC 1123 §4.2.3.1). A lost window is resent by the timer.
+            let rel = u64::from(block.wrapping_sub(self.acked as u16));
+            if rel == 0 || rel > self.sent_upto - self.acked {
+                return Ok(Step::Continue);
+            }
+            self.first_ack = true;
+            self.acked += rel;
+            if self.acked == self.blocks {
+                // The final ACK: done (RFC 1350 §6).
+                return Ok(Step::Done(Outcome::Served));
+            }
+            // RFC 7440 §4: the next window starts after the acknowledged block.
+            self.send_window(sock, self.acked + 1, buf)?;
         }
+        self.tries = 0;
+        self.timer_at = self.deadline.min(now + self.rto);
+        Ok(Step::Continue)
+    }
+
+    /// The retransmission timer: resend what is unacknowledged, or give up.
+    pub(crate) fn on_timer(
+        &mut self,
+        sock: &UdpSocket,
+        now: Instant,
+        buf: &mut Vec<u8>,
+    ) -> io::Result<Step> {
+        if now >= self.deadline {
+            return Ok(Step::Done(Outcome::TimedOut));
+        }
+        self.tries += 1;
+        if self.tries > self.retries {
+            return Ok(Step::Done(Outcome::TimedOut));
+        }
+        if self.oack.is_some() {
+            self.send_first(sock, buf)?;
+        } else {
+            // Resend the whole unacknowledged part of the window.
+            self.send_window(sock, self.acked + 1, buf)?;
+        }
+        self.timer_at = self.deadline.min(now + self.rto);
+        Ok(Step::Continue)
+    }
+
+    /// Sends blocks `from..` up to the window size or the last block, one `send_to` each, in `buf`.
+    fn send_window(&mut self, sock: &UdpSocket, from: u64, buf: &mut Vec<u8>) -> io::Result<()> {
         let to = (from + u64::from(self.windowsize) - 1).min(self.blocks);
         let bs = u64::from(self.blksize);
         let len = self.data.len() as u64;
         for b in from..=to {
             let off = ((b - 1) * bs).min(len) as usize;
             let end = (b * bs).min(len) as usize;
-            let n = end - off;
-            packet::put_data_header(&mut self.buf, b as u16);
-            self.buf[4..4 + n].copy_from_slice(&self.data[off..end]);
-            self.sock.send_to(&self.buf[..4 + n], self.peer).await?;
+            packet::encode_data(buf, b as u16, &self.data[off..end]);
+            send(sock, buf, self.peer)?;
         }
         self.sent_upto = to;
         Ok(())
+    }
+}
+
+/// Sends one datagram. A full socket buffer counts as a lost packet (the timer resends it).
+fn send(sock: &UdpSocket, buf: &[u8], to: SocketAddr) -> io::Result<()> {
+    match sock.send_to(buf, to) {
+        Ok(_) => Ok(()),
+        Err(e) if is_transient(&e) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

@@ -179,11 +179,11 @@ pub fn sip_device(r: &Resolved, phone: &PhoneView) -> String {
             Some(line) => {
                 out.push(format_args!("line{n}_name"), line.number.as_str());
                 out.push(
-                    &format!("line{n}_shortname"),
+                    format_args!("line{n}_shortname"),
                     line.short_label.as_deref().unwrap_or(&line.number),
                 );
                 out.push(
-                    &format!("line{n}_displayname"),
+                    format_args!("line{n}_displayname"),
                     line.display_name.as_deref().unwrap_or(""),
                 );
                 out.push(format_args!("line{n}_authname"), line.auth_name.as_str());
