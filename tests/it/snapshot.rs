@@ -247,3 +247,92 @@ async fn polling_mode_follows_changes_without_listen() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn fetch_events_go_with_their_tenant_and_a_deleted_tenants_batch_is_not_stored() {
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    app.create_tenant("other").await;
+    let c = connect(&app.db_url).await;
+    let id = |slug: &'static str| {
+        let c = &c;
+        async move {
+            c.query_one("SELECT id FROM tenants WHERE slug = $1", &[&slug])
+                .await
+                .unwrap()
+                .get::<_, uuid::Uuid>(0)
+        }
+    };
+    let (acme, other) = (id("acme").await, id("other").await);
+    let event = |tenant: uuid::Uuid, n: u16| dialtone::db::fetches::NewFetch {
+        at: time::OffsetDateTime::now_utc(),
+        tenant,
+        protocol: "tftp",
+        source: "127.0.0.1".parse().unwrap(),
+        source_port: n,
+        file_name: format!("SIP0A000000000{n}.cnf"),
+        phone: None,
+        outcome: "served",
+        bytes: 100,
+        duration_us: 5,
+        sha256: Some(vec![n as u8; 32]),
+    };
+    let pool = dialtone::db::pool(&app.db_url, 1).unwrap();
+    let store = |events: Vec<dialtone::db::fetches::NewFetch>| {
+        let pool = &pool;
+        async move {
+            let mut client = pool.get().await.unwrap();
+            let tx = client.transaction().await.unwrap();
+            dialtone::db::fetches::insert_batch(&tx, &events)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    store(vec![event(acme, 1), event(other, 2), event(acme, 3)]).await;
+    let rows = c
+        .query(
+            "SELECT tenant_id, source_port, file_name, sha256 FROM fetch_events ORDER BY source_port",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(uuid::Uuid, i32, String, Vec<u8>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (acme, 1, "SIP0A0000000001.cnf".into(), vec![1; 32]),
+            (other, 2, "SIP0A0000000002.cnf".into(), vec![2; 32]),
+            (acme, 3, "SIP0A0000000003.cnf".into(), vec![3; 32]),
+        ]
+    );
+    let r = app
+        .call(Method::DELETE, "/v1/tenants/acme", Some(&app.admin()), None)
+        .await;
+    assert_eq!(r.status, reqwest::StatusCode::NO_CONTENT, "{}", r.text);
+    let tenants_of = |sql: &'static str| {
+        let c = &c;
+        async move {
+            c.query(sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, uuid::Uuid>(0))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        tenants_of("SELECT tenant_id FROM fetch_events").await,
+        vec![other],
+        "the deleted tenant's events went with it"
+    );
+    // A batch that still holds events of the deleted tenant stores only the others.
+    store(vec![event(acme, 4), event(other, 5)]).await;
+    assert_eq!(
+        tenants_of("SELECT tenant_id FROM fetch_events ORDER BY source_port").await,
+        vec![other, other]
+    );
+}
