@@ -611,7 +611,7 @@ impl Worker {
         else {
             return;
         };
-        let step = slot.transfer.on_readable(sock, now, &mut self.out);
+        let step = slot.transfer.on_readable(sock, now);
         if slot.transfer.first_ack && self.pending.get(&slot.from) == Some(&i) {
             self.pending.remove(&slot.from);
         }

@@ -241,17 +241,12 @@ impl Transfer {
                 packet::encode_oack(buf, oack);
                 send(sock, buf, self.peer)
             }
-            None => self.send_window(sock, 1, buf),
+            None => self.send_window(sock, 1),
         }
     }
 
     /// Reads every datagram waiting on the transfer socket.
-    pub(crate) fn on_readable(
-        &mut self,
-        sock: &UdpSocket,
-        now: Instant,
-        buf: &mut Vec<u8>,
-    ) -> io::Result<Step> {
+    pub(crate) fn on_readable(&mut self, sock: &UdpSocket, now: Instant) -> io::Result<Step> {
         let mut rbuf = [0u8; 516];
         loop {
             let (n, from) = match sock.recv_from(&mut rbuf) {
@@ -268,7 +263,7 @@ impl Transfer {
             }
             match packet::decode(&rbuf[..n]) {
                 Ok(Packet::Ack { block }) => {
-                    if let Step::Done(o) = self.on_ack(sock, block, now, buf)? {
+                    if let Step::Done(o) = self.on_ack(sock, block, now)? {
                         return Ok(Step::Done(o));
                     }
                 }
@@ -279,20 +274,14 @@ impl Transfer {
         }
     }
 
-    fn on_ack(
-        &mut self,
-        sock: &UdpSocket,
-        block: u16,
-        now: Instant,
-        buf: &mut Vec<u8>,
-    ) -> io::Result<Step> {
+    fn on_ack(&mut self, sock: &UdpSocket, block: u16, now: Instant) -> io::Result<Step> {
         if self.oack.is_some() {
             if block != 0 {
                 return Ok(Step::Continue);
             }
             self.oack = None;
             self.first_ack = true;
-            self.send_window(sock, 1, buf)?;
+            self.send_window(sock, 1)?;
         } else {
             // Map the 16-bit block number into the outstanding window; anything else (a duplicate or
             // stale ACK) is ignored rather than answered, which avoids the Sorcerer's Apprentice bug
@@ -308,7 +297,7 @@ impl Transfer {
                 return Ok(Step::Done(Outcome::Served));
             }
             // RFC 7440 §4: the next window starts after the acknowledged block.
-            self.send_window(sock, self.acked + 1, buf)?;
+            self.send_window(sock, self.acked + 1)?;
         }
         self.tries = 0;
         self.timer_at = self.deadline.min(now + self.rto);
@@ -333,22 +322,35 @@ impl Transfer {
             self.send_first(sock, buf)?;
         } else {
             // Resend the whole unacknowledged part of the window.
-            self.send_window(sock, self.acked + 1, buf)?;
+            self.send_window(sock, self.acked + 1)?;
         }
         self.timer_at = self.deadline.min(now + self.rto);
         Ok(Step::Continue)
     }
 
-    /// Sends blocks `from..` up to the window size or the last block, one `send_to` each, in `buf`.
-    fn send_window(&mut self, sock: &UdpSocket, from: u64, buf: &mut Vec<u8>) -> io::Result<()> {
+    /// Sends blocks `from..` up to the window size or the last block: one `sendmsg` each, with the
+    /// header and the payload as two slices (no copy of the payload into a buffer).
+    fn send_window(&mut self, sock: &UdpSocket, from: u64) -> io::Result<()> {
         let to = (from + u64::from(self.windowsize) - 1).min(self.blocks);
         let bs = u64::from(self.blksize);
         let len = self.data.len() as u64;
+        let peer = socket2::SockAddr::from(self.peer);
+        let sock = socket2::SockRef::from(sock);
         for b in from..=to {
             let off = ((b - 1) * bs).min(len) as usize;
             let end = (b * bs).min(len) as usize;
-            packet::encode_data(buf, b as u16, &self.data[off..end]);
-            send(sock, buf, self.peer)?;
+            let mut header = [0u8; 4];
+            packet::put_data_header(&mut header, b as u16);
+            let parts = [
+                io::IoSlice::new(&header),
+                io::IoSlice::new(&self.data[off..end]),
+            ];
+            match sock.send_to_vectored(&parts, &peer) {
+                Ok(_) => {}
+                // A full socket buffer counts as a lost packet (the timer resends it).
+                Err(e) if is_transient(&e) => {}
+                Err(e) => return Err(e),
+            }
         }
         self.sent_upto = to;
         Ok(())
