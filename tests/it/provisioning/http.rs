@@ -232,3 +232,86 @@ async fn x_forwarded_for_is_honoured_only_from_trusted_proxies() {
         assert_eq!(e["outcome"], "served");
     }
 }
+
+/// Keep-alive and pipelining on one raw connection: a HEAD miss (no body), two pipelined GETs answered
+/// in order, a request with a body answered and the connection closed, a garbage head answered 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_connection_carries_pipelined_requests_and_heads_without_bodies() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_full().await;
+    tenant_with_network(&app, "alpha", "127.0.1.0/24").await;
+    put_phone(&app, "alpha", MAC, "7960", "1001").await;
+    let cnf = wait_snapshot(&app, "127.0.1.5", &format!("SIP{MAC}.cnf"), |_| true).await;
+    let dialplan = wait_snapshot(&app, "127.0.1.5", "dialplan.xml", |_| true).await;
+    let connect = || async {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind("127.0.1.5:0".parse().unwrap()).unwrap();
+        s.connect(http_files(&app)).await.unwrap()
+    };
+    let mut c = connect().await;
+    let request = format!(
+        "HEAD /nothing-here.bin HTTP/1.1\r\nHost: t\r\n\r\nGET /SIP{MAC}.cnf HTTP/1.1\r\nHost: t\r\n\r\nGET /dialplan.xml HTTP/1.1\r\nHost: t\r\n\r\n"
+    );
+    c.write_all(request.as_bytes()).await.unwrap();
+    let want_len = 3 * 60 + cnf.len() + dialplan.len();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    while !got.ends_with(&dialplan) {
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+            .await
+            .expect("answers within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed early after {} bytes", got.len());
+        got.extend_from_slice(&buf[..n]);
+        assert!(
+            got.len() < want_len + 1000,
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    let text = String::from_utf8(got).unwrap();
+    let heads: Vec<&str> = text.matches("HTTP/1.1 ").collect();
+    assert_eq!(heads.len(), 3, "{text}");
+    let (head_miss, rest) = text.split_once("HTTP/1.1 200 OK").unwrap();
+    assert!(
+        head_miss.starts_with("HTTP/1.1 404 Not Found\r\n"),
+        "{text}"
+    );
+    assert!(
+        head_miss.ends_with("\r\n\r\n"),
+        "a HEAD answer has no body: {head_miss:?}"
+    );
+    let cnf_text = String::from_utf8(cnf.clone()).unwrap();
+    let first_body_at = rest.find(&cnf_text).expect("SIP<MAC>.cnf first");
+    assert!(
+        rest[first_body_at..].contains("HTTP/1.1 200 OK"),
+        "then dialplan.xml"
+    );
+    assert!(rest.contains(&format!("Content-Length: {}\r\n", cnf.len())));
+    // A request with a body is answered, then the connection is closed (the body is never parsed as a
+    // request).
+    c.write_all(b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nGET /")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut rest))
+        .await
+        .expect("closed within 5 s")
+        .unwrap();
+    let rest = String::from_utf8(rest).unwrap();
+    assert!(
+        rest.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+        "{rest}"
+    );
+    assert!(rest.contains("Allow: GET, HEAD\r\n"));
+    assert_eq!(rest.matches("HTTP/1.1").count(), 1, "{rest}");
+    // Garbage gets 400 and a closed connection.
+    let mut c = connect().await;
+    c.write_all(b"\x16\x03\x01garbage\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut answer))
+        .await
+        .expect("closed within 5 s")
+        .unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
+}
