@@ -285,13 +285,13 @@ fn resolve(
     let snap = snapshot.current();
     let mut fetches = Vec::with_capacity(raw.len());
     let mut sightings = Vec::new();
-    let mut counts = queue.counts.lock().unwrap_or_else(|e| e.into_inner());
+    // Counted per batch by tenant index, then added to the named counters once per key.
+    let mut batch_counts: HashMap<(Option<usize>, Protocol, FetchOutcome), u64> = HashMap::new();
     for e in raw {
         let tenant = snap.tenant_for(e.peer.ip());
-        let slug = tenant
-            .map(|t| snap.tenant(t).slug.to_string())
-            .unwrap_or_else(|| "none".into());
-        *counts.entry((slug, e.protocol, e.outcome)).or_default() += 1;
+        *batch_counts
+            .entry((tenant, e.protocol, e.outcome))
+            .or_default() += 1;
         let Some(tenant) = tenant else { continue };
         let tenant_id = snap.tenant(tenant).id;
         let mut phone = None;
@@ -331,6 +331,11 @@ fn resolve(
             duration_us: e.duration.as_micros() as i64,
             sha256,
         });
+    }
+    let mut counts = queue.counts.lock().unwrap_or_else(|e| e.into_inner());
+    for ((tenant, protocol, outcome), n) in batch_counts {
+        let slug = tenant.map_or_else(|| "none".into(), |t| snap.tenant(t).slug.to_string());
+        *counts.entry((slug, protocol, outcome)).or_default() += n;
     }
     (fetches, sightings)
 }
