@@ -342,6 +342,7 @@ async fn start_frontend(
         miss_budget_per_minute: config.tftp_miss_budget_per_minute,
         cooldown: Duration::from_secs(config.tftp_cooldown_secs),
         recv_buffer_bytes: config.tftp_recv_buffer_bytes,
+        workers: config.tftp_workers,
         ..TftpConfig::default()
     };
     let tftp = bind_tftp(

@@ -88,6 +88,8 @@ pub struct Config {
     pub tftp_cooldown_secs: u64,
     /// Receive buffer of the TFTP listening socket, bytes.
     pub tftp_recv_buffer_bytes: usize,
+    /// TFTP worker threads, each with its own listening socket (0 = one per core).
+    pub tftp_workers: usize,
     /// Proxies (CIDR) whose `X-Forwarded-For` the :6970 listener believes.
     pub http_trusted_proxies: Vec<String>,
     /// Full snapshot reload period even without notifications, seconds.
@@ -130,6 +132,7 @@ impl Default for Config {
             tftp_miss_budget_per_minute: 600,
             tftp_cooldown_secs: 60,
             tftp_recv_buffer_bytes: 8 << 20,
+            tftp_workers: 0,
             http_trusted_proxies: Vec::new(),
             snapshot_reload_secs: 60,
             fetch_queue_capacity: 100_000,
@@ -217,6 +220,9 @@ impl Config {
         }
         if let Some(v) = get("DIALTONE_TFTP_COOLDOWN_SECS") {
             self.tftp_cooldown_secs = parse("DIALTONE_TFTP_COOLDOWN_SECS", v)?;
+        }
+        if let Some(v) = get("DIALTONE_TFTP_WORKERS") {
+            self.tftp_workers = parse("DIALTONE_TFTP_WORKERS", v)?;
         }
         if let Some(v) = get("DIALTONE_HTTP_TRUSTED_PROXIES") {
             self.http_trusted_proxies = v
