@@ -50,8 +50,8 @@ pub async fn record(
     detail: serde_json::Value,
 ) -> Result<(), DbError> {
     c.execute(
-        "INSERT INTO audit_events (subject, role, tenant_id, tenant_slug, action, target, detail)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &c.prepare_cached("INSERT INTO audit_events (subject, role, tenant_id, tenant_slug, action, target, detail)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)").await?,
         &[
             &actor.subject,
             &actor.role,
@@ -75,9 +75,9 @@ pub async fn list(
 ) -> Result<Vec<AuditEvent>, DbError> {
     let rows = c
         .query(
-            "SELECT id, at, subject, role, tenant_slug, action, target, detail FROM audit_events
+            &c.prepare_cached("SELECT id, at, subject, role, tenant_slug, action, target, detail FROM audit_events
              WHERE ($1::uuid IS NULL OR tenant_id = $1) AND ($2::bigint IS NULL OR id < $2)
-             ORDER BY id DESC LIMIT $3",
+             ORDER BY id DESC LIMIT $3").await?,
             &[&tenant, &before_id, &limit],
         )
         .await?;

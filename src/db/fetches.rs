@@ -57,7 +57,10 @@ pub struct Sighting {
 pub async fn claim_batch(c: &impl GenericClient, id: Uuid) -> Result<bool, DbError> {
     let n = c
         .execute(
-            "INSERT INTO fetch_batches (id) VALUES ($1) ON CONFLICT (id) DO NOTHING",
+            &c.prepare_cached(
+                "INSERT INTO fetch_batches (id) VALUES ($1) ON CONFLICT (id) DO NOTHING",
+            )
+            .await?,
             &[&id],
         )
         .await?;
@@ -70,7 +73,11 @@ pub async fn stored_batches(
     ids: &[Uuid],
 ) -> Result<std::collections::HashSet<Uuid>, DbError> {
     let rows = c
-        .query("SELECT id FROM fetch_batches WHERE id = ANY($1)", &[&ids])
+        .query(
+            &c.prepare_cached("SELECT id FROM fetch_batches WHERE id = ANY($1)")
+                .await?,
+            &[&ids],
+        )
         .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
@@ -106,7 +113,8 @@ pub async fn insert_batch(
     tenants.dedup();
     let live: Vec<Uuid> = tx
         .query(
-            "SELECT id FROM tenants WHERE id = ANY($1) FOR KEY SHARE",
+            &tx.prepare_cached("SELECT id FROM tenants WHERE id = ANY($1) FOR KEY SHARE")
+                .await?,
             &[&tenants],
         )
         .await?
@@ -169,7 +177,7 @@ pub async fn upsert_sightings(
 ) -> Result<(), DbError> {
     for s in sightings {
         c.execute(
-            "INSERT INTO discovered_devices (tenant_id, mac, first_seen, last_seen, source, files, model_guess)
+            &c.prepare_cached("INSERT INTO discovered_devices (tenant_id, mac, first_seen, last_seen, source, files, model_guess)
              SELECT $1, $2, $3, $3, $4, ARRAY[$5::text], $6 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $1)
              ON CONFLICT (tenant_id, mac) DO UPDATE SET
                 last_seen = GREATEST(discovered_devices.last_seen, EXCLUDED.last_seen),
@@ -177,7 +185,7 @@ pub async fn upsert_sightings(
                 requests = discovered_devices.requests + 1,
                 model_guess = coalesce(discovered_devices.model_guess, EXCLUDED.model_guess),
                 files = CASE WHEN $5 = ANY(discovered_devices.files) OR cardinality(discovered_devices.files) >= 32
-                             THEN discovered_devices.files ELSE discovered_devices.files || $5::text END",
+                             THEN discovered_devices.files ELSE discovered_devices.files || $5::text END").await?,
             &[&s.tenant, &s.mac, &s.at, &s.source, &s.file_name, &s.model_guess],
         )
         .await?;
@@ -240,10 +248,11 @@ pub async fn history(
 ) -> Result<Vec<FetchEvent>, DbError> {
     let rows = c
         .query(
-            &format!(
+            &c.prepare_cached(&format!(
                 "SELECT {FETCH_COLUMNS} FROM fetch_events WHERE tenant_id = $1 AND phone_mac = $2
                  AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
-            ),
+            ))
+            .await?,
             &[&tenant, &mac, &before, &limit],
         )
         .await?;
@@ -258,9 +267,9 @@ pub async fn last_served(
 ) -> Result<Vec<(String, String, Vec<u8>, OffsetDateTime)>, DbError> {
     let rows = c
         .query(
-            "SELECT DISTINCT ON (phone_mac, file_name) phone_mac, file_name, sha256, at FROM fetch_events
+            &c.prepare_cached("SELECT DISTINCT ON (phone_mac, file_name) phone_mac, file_name, sha256, at FROM fetch_events
              WHERE tenant_id = $1 AND phone_mac = ANY($2) AND outcome = 'served' AND sha256 IS NOT NULL
-             ORDER BY phone_mac, file_name, id DESC",
+             ORDER BY phone_mac, file_name, id DESC").await?,
             &[&tenant, &macs],
         )
         .await?;
@@ -279,8 +288,11 @@ pub async fn last_seen(
 ) -> Result<Option<(std::net::IpAddr, OffsetDateTime)>, DbError> {
     let row = c
         .query_opt(
-            "SELECT source, at FROM fetch_events WHERE tenant_id = $1 AND phone_mac = $2
+            &c.prepare_cached(
+                "SELECT source, at FROM fetch_events WHERE tenant_id = $1 AND phone_mac = $2
              ORDER BY at DESC, id DESC LIMIT 1",
+            )
+            .await?,
             &[&tenant, &mac],
         )
         .await?;
@@ -294,11 +306,14 @@ pub async fn last_seen_all(
 ) -> Result<Vec<(String, std::net::IpAddr)>, DbError> {
     let rows = c
         .query(
-            "SELECT p.mac, f.source FROM phones p
+            &c.prepare_cached(
+                "SELECT p.mac, f.source FROM phones p
              CROSS JOIN LATERAL (SELECT e.source FROM fetch_events e
                                  WHERE e.tenant_id = p.tenant_id AND e.phone_mac = p.mac
                                  ORDER BY e.at DESC, e.id DESC LIMIT 1) f
              WHERE p.tenant_id = $1 ORDER BY p.mac",
+            )
+            .await?,
             &[&tenant],
         )
         .await?;
@@ -336,10 +351,10 @@ pub async fn discovered(
 ) -> Result<Vec<DiscoveredDevice>, DbError> {
     let rows = c
         .query(
-            "SELECT d.mac, d.first_seen, d.last_seen, d.source, d.files, d.model_guess, d.requests FROM discovered_devices d
+            &c.prepare_cached("SELECT d.mac, d.first_seen, d.last_seen, d.source, d.files, d.model_guess, d.requests FROM discovered_devices d
              WHERE d.tenant_id = $1 AND ($2::text IS NULL OR d.mac > $2)
                AND NOT EXISTS (SELECT 1 FROM phones p WHERE p.mac = d.mac)
-             ORDER BY d.mac LIMIT $3",
+             ORDER BY d.mac LIMIT $3").await?,
             &[&tenant, &after, &limit],
         )
         .await?;

@@ -57,7 +57,7 @@ pub async fn put_blob(
     content: &[u8],
 ) -> Result<(), DbError> {
     c.execute(
-        "INSERT INTO blobs (sha256, size, content) VALUES ($1, $2, $3) ON CONFLICT (sha256) DO NOTHING",
+        &c.prepare_cached("INSERT INTO blobs (sha256, size, content) VALUES ($1, $2, $3) ON CONFLICT (sha256) DO NOTHING").await?,
         &[&sha256.as_slice(), &(content.len() as i64), &content],
     )
     .await?;
@@ -73,28 +73,28 @@ pub async fn upsert(
     size: i64,
 ) -> Result<(FileMeta, bool), DbError> {
     let previous: Option<Vec<u8>> = c
-        .query_opt("SELECT sha256 FROM files WHERE tenant_id IS NOT DISTINCT FROM $1 AND name = $2 FOR UPDATE", &[&tenant, &name])
+        .query_opt(&c.prepare_cached("SELECT sha256 FROM files WHERE tenant_id IS NOT DISTINCT FROM $1 AND name = $2 FOR UPDATE").await?, &[&tenant, &name])
         .await?
         .map(|r| r.get(0));
     let row = match &previous {
         None => {
             c.query_one(
-                &format!("INSERT INTO files (id, tenant_id, name, sha256, size) VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"),
+                &c.prepare_cached(&format!("INSERT INTO files (id, tenant_id, name, sha256, size) VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}")).await?,
                 &[&Uuid::new_v4(), &tenant, &name, &sha256.as_slice(), &size],
             )
             .await?
         }
         Some(old) if old.as_slice() == sha256.as_slice() => {
             // Same content again: nothing changes (no new revision, no notification).
-            c.query_one(&format!("SELECT {COLUMNS} FROM files WHERE tenant_id IS NOT DISTINCT FROM $1 AND name = $2"), &[&tenant, &name])
+            c.query_one(&c.prepare_cached(&format!("SELECT {COLUMNS} FROM files WHERE tenant_id IS NOT DISTINCT FROM $1 AND name = $2")).await?, &[&tenant, &name])
                 .await?
         }
         Some(_) => {
             c.query_one(
-                &format!(
+                &c.prepare_cached(&format!(
                     "UPDATE files SET sha256 = $3, size = $4, updated_at = now() WHERE tenant_id IS NOT DISTINCT FROM $1 AND name = $2
                      RETURNING {COLUMNS}"
-                ),
+                )).await?,
                 &[&tenant, &name, &sha256.as_slice(), &size],
             )
             .await?
@@ -111,7 +111,7 @@ pub async fn upsert(
 
 /// Removes a blob that no file names any more.
 async fn collect_blob(c: &impl GenericClient, sha256: &[u8]) -> Result<(), DbError> {
-    c.execute("DELETE FROM blobs WHERE sha256 = $1 AND NOT EXISTS (SELECT 1 FROM files WHERE sha256 = $1)", &[&sha256]).await?;
+    c.execute(&c.prepare_cached("DELETE FROM blobs WHERE sha256 = $1 AND NOT EXISTS (SELECT 1 FROM files WHERE sha256 = $1)").await?, &[&sha256]).await?;
     Ok(())
 }
 
@@ -122,9 +122,10 @@ pub async fn find(
     name: &str,
 ) -> Result<Option<FileMeta>, DbError> {
     Ok(c.query_opt(
-        &format!(
+        &c.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM files WHERE tenant_id IS NOT DISTINCT FROM $1 AND name = $2"
-        ),
+        ))
+        .await?,
         &[&tenant, &name],
     )
     .await?
@@ -140,7 +141,7 @@ pub async fn content(
 ) -> Result<Option<(FileMeta, Vec<u8>)>, DbError> {
     let row = c
         .query_opt(
-            &format!(
+            &c.prepare_cached(&format!(
                 "SELECT {}, b.content FROM files f JOIN blobs b ON b.sha256 = f.sha256
                  WHERE f.tenant_id IS NOT DISTINCT FROM $1 AND f.name = $2",
                 COLUMNS
@@ -148,7 +149,8 @@ pub async fn content(
                     .map(|c| format!("f.{c}"))
                     .collect::<Vec<_>>()
                     .join(", ")
-            ),
+            ))
+            .await?,
             &[&tenant, &name],
         )
         .await?;
@@ -164,10 +166,10 @@ pub async fn list(
 ) -> Result<Vec<FileMeta>, DbError> {
     let rows = c
         .query(
-            &format!(
+            &c.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM files WHERE tenant_id IS NOT DISTINCT FROM $1 AND ($2::text IS NULL OR name > $2)
                  ORDER BY name LIMIT $3"
-            ),
+            )).await?,
             &[&tenant, &after, &limit],
         )
         .await?;
@@ -181,7 +183,7 @@ pub async fn delete(
     name: &str,
 ) -> Result<bool, DbError> {
     let row = c
-        .query_opt("DELETE FROM files WHERE tenant_id IS NOT DISTINCT FROM $1 AND name = $2 RETURNING sha256", &[&tenant, &name])
+        .query_opt(&c.prepare_cached("DELETE FROM files WHERE tenant_id IS NOT DISTINCT FROM $1 AND name = $2 RETURNING sha256").await?, &[&tenant, &name])
         .await?;
     match row {
         None => Ok(false),

@@ -53,7 +53,7 @@ pub async fn lock_existing(
         let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
         for r in c
             .query(
-                "SELECT mac, tenant_id, model, label, description, enabled, settings FROM phones WHERE mac = ANY($1) FOR UPDATE",
+                &c.prepare_cached("SELECT mac, tenant_id, model, label, description, enabled, settings FROM phones WHERE mac = ANY($1) FOR UPDATE").await?,
                 &[&chunk],
             )
             .await?
@@ -73,8 +73,8 @@ pub async fn lock_existing(
         }
         for r in c
             .query(
-                "SELECT phone_mac, number, auth_name, password, display_name, short_label FROM phone_lines
-                 WHERE phone_mac = ANY($1) ORDER BY phone_mac, position",
+                &c.prepare_cached("SELECT phone_mac, number, auth_name, password, display_name, short_label FROM phone_lines
+                 WHERE phone_mac = ANY($1) ORDER BY phone_mac, position").await?,
                 &[&chunk],
             )
             .await?
@@ -123,19 +123,19 @@ pub async fn write_many(
             chunk.iter().map(|p| p.spec.settings.to_json()).collect();
         written += c
             .execute(
-                "INSERT INTO phones (mac, id, tenant_id, model, label, description, enabled, settings)
+                &c.prepare_cached("INSERT INTO phones (mac, id, tenant_id, model, label, description, enabled, settings)
                  SELECT u.mac, u.id, $1, u.model, u.label, u.description, u.enabled, u.settings
                  FROM unnest($2::text[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::boolean[], $8::jsonb[])
                       AS u(mac, id, model, label, description, enabled, settings)
                  ON CONFLICT (mac) DO UPDATE SET model = EXCLUDED.model, label = EXCLUDED.label,
                       description = EXCLUDED.description, enabled = EXCLUDED.enabled, settings = EXCLUDED.settings,
                       updated_at = now()
-                 WHERE phones.tenant_id = EXCLUDED.tenant_id",
+                 WHERE phones.tenant_id = EXCLUDED.tenant_id").await?,
                 &[&tenant, &macs, &ids, &models, &labels, &descriptions, &enabled, &settings],
             )
             .await?;
         c.execute(
-            "DELETE FROM phone_lines WHERE phone_mac = ANY($1) AND phone_mac IN (SELECT mac FROM phones WHERE tenant_id = $2)",
+            &c.prepare_cached("DELETE FROM phone_lines WHERE phone_mac = ANY($1) AND phone_mac IN (SELECT mac FROM phones WHERE tenant_id = $2)").await?,
             &[&macs, &tenant],
         )
         .await?;
@@ -158,10 +158,10 @@ pub async fn write_many(
             }
         }
         c.execute(
-            "INSERT INTO phone_lines (phone_mac, position, number, auth_name, password, display_name, short_label)
+            &c.prepare_cached("INSERT INTO phone_lines (phone_mac, position, number, auth_name, password, display_name, short_label)
              SELECT u.* FROM unnest($1::text[], $2::smallint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
                   AS u(phone_mac, position, number, auth_name, password, display_name, short_label)
-             WHERE EXISTS (SELECT 1 FROM phones p WHERE p.mac = u.phone_mac AND p.tenant_id = $8)",
+             WHERE EXISTS (SELECT 1 FROM phones p WHERE p.mac = u.phone_mac AND p.tenant_id = $8)").await?,
             &[&l_mac, &l_pos, &l_number, &l_auth, &l_password, &l_display, &l_short, &tenant],
         )
         .await?;

@@ -49,7 +49,7 @@ pub async fn insert(
 ) -> Result<Network, DbError> {
     let row = c
         .query_one(
-            &format!("INSERT INTO networks (id, tenant_id, cidr, description) VALUES ($1, $2, $3, $4) RETURNING {COLUMNS}"),
+            &c.prepare_cached(&format!("INSERT INTO networks (id, tenant_id, cidr, description) VALUES ($1, $2, $3, $4) RETURNING {COLUMNS}")).await?,
             &[&Uuid::new_v4(), &tenant, &cidr.inner(), &description],
         )
         .await?;
@@ -64,8 +64,11 @@ pub async fn find_overlap(
 ) -> Result<Option<(Prefix, String)>, DbError> {
     let row = c
         .query_opt(
-            "SELECT n.cidr, t.slug FROM networks n JOIN tenants t ON t.id = n.tenant_id
+            &c.prepare_cached(
+                "SELECT n.cidr, t.slug FROM networks n JOIN tenants t ON t.id = n.tenant_id
              WHERE n.cidr && $2::cidr AND n.tenant_id <> $1 ORDER BY masklen(n.cidr) LIMIT 1",
+            )
+            .await?,
             &[&tenant, &cidr.inner()],
         )
         .await?;
@@ -81,9 +84,9 @@ pub async fn list(
 ) -> Result<Vec<Network>, DbError> {
     let rows = c
         .query(
-            &format!(
+            &c.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM networks WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3"
-            ),
+            )).await?,
             &[&tenant, &after, &limit],
         )
         .await?;
@@ -101,7 +104,7 @@ pub async fn find(
         "SELECT {COLUMNS} FROM networks WHERE tenant_id = $1 AND id = $2{}",
         if lock { " FOR UPDATE" } else { "" }
     );
-    Ok(c.query_opt(&sql, &[&tenant, &id])
+    Ok(c.query_opt(&c.prepare_cached(&sql).await?, &[&tenant, &id])
         .await?
         .as_ref()
         .map(from_row))
@@ -109,7 +112,11 @@ pub async fn find(
 
 /// Deletes one network.
 pub async fn delete(c: &impl GenericClient, id: Uuid) -> Result<(), DbError> {
-    c.execute("DELETE FROM networks WHERE id = $1", &[&id])
-        .await?;
+    c.execute(
+        &c.prepare_cached("DELETE FROM networks WHERE id = $1")
+            .await?,
+        &[&id],
+    )
+    .await?;
     Ok(())
 }

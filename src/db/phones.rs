@@ -115,8 +115,8 @@ async fn lines_of(
 ) -> Result<HashMap<String, Vec<LineOut>>, DbError> {
     let rows = c
         .query(
-            "SELECT phone_mac, position, number, auth_name, password IS NOT NULL, display_name, short_label
-             FROM phone_lines WHERE phone_mac = ANY($1) ORDER BY phone_mac, position",
+            &c.prepare_cached("SELECT phone_mac, position, number, auth_name, password IS NOT NULL, display_name, short_label
+             FROM phone_lines WHERE phone_mac = ANY($1) ORDER BY phone_mac, position").await?,
             &[&macs],
         )
         .await?;
@@ -141,7 +141,8 @@ pub async fn lock_owner(
 ) -> Result<Option<(Uuid, i64)>, DbError> {
     let row = c
         .query_opt(
-            "SELECT tenant_id, revision FROM phones WHERE mac = $1 FOR UPDATE",
+            &c.prepare_cached("SELECT tenant_id, revision FROM phones WHERE mac = $1 FOR UPDATE")
+                .await?,
             &[&mac.to_string()],
         )
         .await?;
@@ -157,8 +158,8 @@ pub async fn insert(
 ) -> Result<bool, DbError> {
     let n = c
         .execute(
-            "INSERT INTO phones (mac, id, tenant_id, model, label, description, enabled, settings)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (mac) DO NOTHING",
+            &c.prepare_cached("INSERT INTO phones (mac, id, tenant_id, model, label, description, enabled, settings)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (mac) DO NOTHING").await?,
             &[
                 &mac.to_string(),
                 &Uuid::new_v4(),
@@ -185,8 +186,8 @@ pub async fn replace(
     spec: &PhoneSpec,
 ) -> Result<(), DbError> {
     c.execute(
-        "UPDATE phones SET model = $2, label = $3, description = $4, enabled = $5, settings = $6, updated_at = now()
-         WHERE mac = $1",
+        &c.prepare_cached("UPDATE phones SET model = $2, label = $3, description = $4, enabled = $5, settings = $6, updated_at = now()
+         WHERE mac = $1").await?,
         &[&mac.to_string(), &spec.model.as_str(), &spec.label, &spec.description, &spec.enabled, &spec.settings.to_json()],
     )
     .await?;
@@ -201,7 +202,10 @@ async fn write_lines(
     let mac = mac.to_string();
     let old: HashMap<i16, Option<String>> = c
         .query(
-            "DELETE FROM phone_lines WHERE phone_mac = $1 RETURNING position, password",
+            &c.prepare_cached(
+                "DELETE FROM phone_lines WHERE phone_mac = $1 RETURNING position, password",
+            )
+            .await?,
             &[&mac],
         )
         .await?
@@ -228,8 +232,8 @@ async fn write_lines(
         short.push(l.short_label.clone());
     }
     c.execute(
-        "INSERT INTO phone_lines (phone_mac, position, number, auth_name, password, display_name, short_label)
-         SELECT $1, * FROM unnest($2::smallint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])",
+        &c.prepare_cached("INSERT INTO phone_lines (phone_mac, position, number, auth_name, password, display_name, short_label)
+         SELECT $1, * FROM unnest($2::smallint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])").await?,
         &[&mac, &positions, &numbers, &auth, &passwords, &display, &short],
     )
     .await?;
@@ -244,7 +248,10 @@ pub async fn find(
 ) -> Result<Option<Phone>, DbError> {
     let row = c
         .query_opt(
-            &format!("SELECT {COLUMNS} FROM phones p WHERE p.tenant_id = $1 AND p.mac = $2"),
+            &c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM phones p WHERE p.tenant_id = $1 AND p.mac = $2"
+            ))
+            .await?,
             &[&tenant, &mac.to_string()],
         )
         .await?;
@@ -274,7 +281,7 @@ pub async fn list(
     });
     let rows = c
         .query(
-            &format!(
+            &c.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM phones p WHERE p.tenant_id = $1
                    AND ($2::text IS NULL OR p.mac > $2)
                    AND ($3::text IS NULL OR p.model = $3)
@@ -282,7 +289,7 @@ pub async fn list(
                    AND ($5::text IS NULL OR p.label ILIKE $5 OR EXISTS (
                         SELECT 1 FROM phone_lines l WHERE l.phone_mac = p.mac AND l.number ILIKE $5))
                  ORDER BY p.mac LIMIT $6"
-            ),
+            )).await?,
             &[&tenant, &after, &filter.model, &filter.enabled, &search, &limit],
         )
         .await?;
@@ -300,8 +307,12 @@ pub async fn list(
 
 /// Deletes a phone.
 pub async fn delete(c: &impl GenericClient, mac: &MacAddress) -> Result<(), DbError> {
-    c.execute("DELETE FROM phones WHERE mac = $1", &[&mac.to_string()])
-        .await?;
+    c.execute(
+        &c.prepare_cached("DELETE FROM phones WHERE mac = $1")
+            .await?,
+        &[&mac.to_string()],
+    )
+    .await?;
     Ok(())
 }
 
@@ -312,9 +323,12 @@ pub async fn first_line_numbers(
 ) -> Result<Vec<(String, Option<String>)>, DbError> {
     let rows = c
         .query(
-            "SELECT p.mac, (SELECT l.number FROM phone_lines l WHERE l.phone_mac = p.mac
+            &c.prepare_cached(
+                "SELECT p.mac, (SELECT l.number FROM phone_lines l WHERE l.phone_mac = p.mac
                             ORDER BY l.position LIMIT 1)
              FROM phones p WHERE p.tenant_id = $1 ORDER BY p.mac",
+            )
+            .await?,
             &[&tenant],
         )
         .await?;

@@ -51,7 +51,10 @@ pub async fn find(
 ) -> Result<Option<TemplateMeta>, DbError> {
     let lock = if lock { " FOR UPDATE" } else { "" };
     Ok(c.query_opt(
-        &format!("SELECT {COLUMNS} FROM tenant_templates WHERE tenant_id = $1 AND file = $2{lock}"),
+        &c.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM tenant_templates WHERE tenant_id = $1 AND file = $2{lock}"
+        ))
+        .await?,
         &[&tenant, &file],
     )
     .await?
@@ -66,7 +69,10 @@ pub async fn body(
     file: &str,
 ) -> Result<Option<(TemplateMeta, String)>, DbError> {
     Ok(c.query_opt(
-        &format!("SELECT {COLUMNS}, body FROM tenant_templates WHERE tenant_id = $1 AND file = $2"),
+        &c.prepare_cached(&format!(
+            "SELECT {COLUMNS}, body FROM tenant_templates WHERE tenant_id = $1 AND file = $2"
+        ))
+        .await?,
         &[&tenant, &file],
     )
     .await?
@@ -77,7 +83,10 @@ pub async fn body(
 pub async fn list(c: &impl GenericClient, tenant: Uuid) -> Result<Vec<TemplateMeta>, DbError> {
     let rows = c
         .query(
-            &format!("SELECT {COLUMNS} FROM tenant_templates WHERE tenant_id = $1 ORDER BY file"),
+            &c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM tenant_templates WHERE tenant_id = $1 ORDER BY file"
+            ))
+            .await?,
             &[&tenant],
         )
         .await?;
@@ -93,15 +102,19 @@ pub async fn upsert(
 ) -> Result<(TemplateMeta, bool), DbError> {
     let created = c
         .query_opt(
-            "SELECT 1 FROM tenant_templates WHERE tenant_id = $1 AND file = $2",
+            &c.prepare_cached("SELECT 1 FROM tenant_templates WHERE tenant_id = $1 AND file = $2")
+                .await?,
             &[&tenant, &file],
         )
         .await?
         .is_none();
     c.execute(
-        "INSERT INTO tenant_templates (tenant_id, file, body) VALUES ($1, $2, $3)
+        &c.prepare_cached(
+            "INSERT INTO tenant_templates (tenant_id, file, body) VALUES ($1, $2, $3)
          ON CONFLICT (tenant_id, file) DO UPDATE SET body = EXCLUDED.body, updated_at = now()
          WHERE tenant_templates.body IS DISTINCT FROM EXCLUDED.body",
+        )
+        .await?,
         &[&tenant, &file, &body],
     )
     .await?;
@@ -114,7 +127,8 @@ pub async fn upsert(
 /// Deletes an override; false when there was none.
 pub async fn delete(c: &impl GenericClient, tenant: Uuid, file: &str) -> Result<bool, DbError> {
     Ok(c.execute(
-        "DELETE FROM tenant_templates WHERE tenant_id = $1 AND file = $2",
+        &c.prepare_cached("DELETE FROM tenant_templates WHERE tenant_id = $1 AND file = $2")
+            .await?,
         &[&tenant, &file],
     )
     .await?

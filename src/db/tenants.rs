@@ -68,9 +68,9 @@ pub async fn insert(
 ) -> Result<Tenant, DbError> {
     let row = c
         .query_one(
-            &format!(
+            &c.prepare_cached(&format!(
                 "INSERT INTO tenants (id, slug, name, enabled, settings) VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
-            ),
+            )).await?,
             &[&Uuid::new_v4(), &slug.as_str(), &name, &enabled, &settings.to_json()],
         )
         .await?;
@@ -87,7 +87,10 @@ pub async fn find(
         "SELECT {COLUMNS} FROM tenants WHERE slug = $1{}",
         if lock { " FOR UPDATE" } else { "" }
     );
-    Ok(c.query_opt(&sql, &[&slug]).await?.as_ref().map(from_row))
+    Ok(c.query_opt(&c.prepare_cached(&sql).await?, &[&slug])
+        .await?
+        .as_ref()
+        .map(from_row))
 }
 
 /// Lists tenants by slug, after `after`, at most `limit`.
@@ -98,7 +101,7 @@ pub async fn list(
 ) -> Result<Vec<Tenant>, DbError> {
     let rows = c
         .query(
-            &format!("SELECT {COLUMNS} FROM tenants WHERE ($1::text IS NULL OR slug > $1) ORDER BY slug LIMIT $2"),
+            &c.prepare_cached(&format!("SELECT {COLUMNS} FROM tenants WHERE ($1::text IS NULL OR slug > $1) ORDER BY slug LIMIT $2")).await?,
             &[&after, &limit],
         )
         .await?;
@@ -115,9 +118,9 @@ pub async fn update(
 ) -> Result<Tenant, DbError> {
     let row = c
         .query_one(
-            &format!(
+            &c.prepare_cached(&format!(
                 "UPDATE tenants SET name = $2, enabled = $3, settings = $4, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
-            ),
+            )).await?,
             &[&id, &name, &enabled, &settings.to_json()],
         )
         .await?;
@@ -128,7 +131,7 @@ pub async fn update(
 pub async fn dependants(c: &impl GenericClient, id: Uuid) -> Result<(i64, i64), DbError> {
     let row = c
         .query_one(
-            "SELECT (SELECT count(*) FROM phones WHERE tenant_id = $1), (SELECT count(*) FROM networks WHERE tenant_id = $1)",
+            &c.prepare_cached("SELECT (SELECT count(*) FROM phones WHERE tenant_id = $1), (SELECT count(*) FROM networks WHERE tenant_id = $1)").await?,
             &[&id],
         )
         .await?;
@@ -137,7 +140,11 @@ pub async fn dependants(c: &impl GenericClient, id: Uuid) -> Result<(i64, i64), 
 
 /// Deletes a tenant (its networks and phones go with it).
 pub async fn delete(c: &impl GenericClient, id: Uuid) -> Result<(), DbError> {
-    c.execute("DELETE FROM tenants WHERE id = $1", &[&id])
-        .await?;
+    c.execute(
+        &c.prepare_cached("DELETE FROM tenants WHERE id = $1")
+            .await?,
+        &[&id],
+    )
+    .await?;
     Ok(())
 }
