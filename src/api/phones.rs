@@ -9,14 +9,14 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::extract::{check_if_match, json_body, next_page, PageParams};
-use super::preview::fill_config_state;
+use super::preview::{config_state, fill_config_state};
 use super::tenants::{actor, load_tenant, with_etag};
 use super::{ApiError, AppState, Problem};
 use crate::auth::{Access, Principal};
-use crate::db::{self, phones::ConfigState, phones::Phone, phones::PhoneFilter};
+use crate::db::{self, phones::ConfigState, phones::Lookup, phones::Phone, phones::PhoneFilter};
 use crate::domain::settings::merge_patch;
 use crate::domain::{
-    FieldError, LineInput, MacAddress, Model, PhoneSpec, PhoneSpecInput, Settings,
+    FieldError, LineInput, MacAddress, Model, PhoneSpec, PhoneSpecInput, Settings, TenantSlug,
 };
 
 pub(super) fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
@@ -297,21 +297,18 @@ pub async fn get_phone(
         return Err(ApiError::Forbidden);
     }
     let mac = parse_mac(&mac)?;
+    // A string that cannot be a slug names no tenant: no need to ask the database.
+    if slug.parse::<TenantSlug>().is_err() {
+        return Err(ApiError::NotFound("no such tenant".into()));
+    }
     let client = state.pool.get().await.map_err(db::DbError::from)?;
-    let tenant = load_tenant(&client, &p, &slug, Access::Read, false).await?;
-    let phone = db::phones::find(&client, tenant.id, &mac)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("no such phone in this tenant".into()))?;
-    let mut phones = [phone];
-    fill_config_state(
-        &client,
-        &state.snapshot.current(),
-        tenant.id,
-        tenant.slug.as_str(),
-        &mut phones,
-    )
-    .await?;
-    let [phone] = phones;
+    let (mut phone, served) = match db::phones::lookup(&client, &slug, &mac).await? {
+        Lookup::NoTenant => return Err(ApiError::NotFound("no such tenant".into())),
+        Lookup::NoPhone => return Err(ApiError::NotFound("no such phone in this tenant".into())),
+        Lookup::Found(phone, served) => (phone, served),
+    };
+    drop(client);
+    phone.config_state = config_state(&state.snapshot.current(), &slug, mac, Some(&served));
     Ok(with_etag(HttpResponse::Ok().json(&phone), phone.revision))
 }
 

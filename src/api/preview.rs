@@ -215,6 +215,32 @@ pub async fn discovered_devices(
     Ok(HttpResponse::Ok().json(DiscoveredPage { items, next_cursor }))
 }
 
+/// The configuration state of phone `mac` of tenant `slug` whose last served per-device files had these
+/// SHA-256s (`None`: it never fetched one): each is compared with what the current snapshot renders for it.
+pub(super) fn config_state(
+    snap: &Snapshot,
+    slug: &str,
+    mac: MacAddress,
+    last_served: Option<&[(String, Vec<u8>)]>,
+) -> ConfigState {
+    let Some(files) = last_served.filter(|f| !f.is_empty()) else {
+        return ConfigState::NeverFetched;
+    };
+    let current = snap.tenant_by_slug(slug).is_some_and(|t| {
+        files.iter().all(
+            |(name, sha)| match provisioning::preview_device(snap, t, mac, name) {
+                Ok(s) => Sha256::digest(&s.bytes)[..] == sha[..],
+                Err(_) => false,
+            },
+        )
+    });
+    if current {
+        ConfigState::Current
+    } else {
+        ConfigState::Outdated
+    }
+}
+
 /// Sets `config_state` on each phone: compares the SHA-256 of each per-device file it last fetched with
 /// what the current snapshot renders for it.
 pub(super) async fn fill_config_state(
@@ -232,26 +258,13 @@ pub(super) async fn fill_config_state(
     for (mac, file, sha, _) in db::fetches::last_served(c, tenant_id, &macs).await? {
         last.entry(mac).or_default().push((file, sha));
     }
-    let t = snap.tenant_by_slug(slug);
     for phone in phones.iter_mut() {
-        phone.config_state = match last.get(&phone.mac.to_string()) {
-            None => ConfigState::NeverFetched,
-            Some(files) => {
-                let current = t.is_some_and(|t| {
-                    files.iter().all(|(name, sha)| {
-                        match provisioning::preview_device(snap, t, phone.mac, name) {
-                            Ok(s) => Sha256::digest(&s.bytes)[..] == sha[..],
-                            Err(_) => false,
-                        }
-                    })
-                });
-                if current {
-                    ConfigState::Current
-                } else {
-                    ConfigState::Outdated
-                }
-            }
-        };
+        phone.config_state = config_state(
+            snap,
+            slug,
+            phone.mac,
+            last.get(&phone.mac.to_string()).map(Vec::as_slice),
+        );
     }
     Ok(())
 }

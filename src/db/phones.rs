@@ -91,20 +91,25 @@ pub struct PhoneFilter {
 const COLUMNS: &str = "p.mac, p.id, p.model, p.label, p.description, p.enabled, p.settings, p.created_at, p.updated_at, p.revision";
 
 fn from_row(r: &Row, lines: Vec<LineOut>) -> Phone {
-    let mac: String = r.get(0);
+    from_row_at(r, 0, lines)
+}
+
+/// A phone from the [`COLUMNS`] of `r` starting at column `at`.
+fn from_row_at(r: &Row, at: usize, lines: Vec<LineOut>) -> Phone {
+    let mac: String = r.get(at);
     Phone {
         mac: MacAddress::from_bare_hex(&mac).unwrap_or_else(|| MacAddress::from_octets([0; 6])),
-        id: r.get(1),
-        model: r.get(2),
-        label: r.get(3),
-        description: r.get(4),
-        enabled: r.get(5),
+        id: r.get(at + 1),
+        model: r.get(at + 2),
+        label: r.get(at + 3),
+        description: r.get(at + 4),
+        enabled: r.get(at + 5),
         lines,
-        settings: Settings::from_json(r.get(6)).unwrap_or_default(),
+        settings: Settings::from_json(r.get(at + 6)).unwrap_or_default(),
         config_state: ConfigState::NeverFetched,
-        created_at: r.get(7),
-        updated_at: r.get(8),
-        revision: r.get(9),
+        created_at: r.get(at + 7),
+        updated_at: r.get(at + 8),
+        revision: r.get(at + 9),
         warnings: Vec::new(),
     }
 }
@@ -240,7 +245,50 @@ async fn write_lines(
     Ok(())
 }
 
-/// Finds a tenant's phone.
+/// The lines of phone `p` as one row: a `LATERAL` join giving each column as an array in key order
+/// (NULLs when the phone has no lines), read by [`lines_from_arrays`].
+const LINES_LATERAL: &str = "LEFT JOIN LATERAL (SELECT array_agg(l.position ORDER BY l.position) AS pos,
+        array_agg(l.number ORDER BY l.position) AS num, array_agg(l.auth_name ORDER BY l.position) AS auth,
+        array_agg(l.password IS NOT NULL ORDER BY l.position) AS pw,
+        array_agg(l.display_name ORDER BY l.position) AS disp, array_agg(l.short_label ORDER BY l.position) AS short
+     FROM phone_lines l WHERE l.phone_mac = p.mac) ln ON true";
+const LINES_COLUMNS: &str = "ln.pos, ln.num, ln.auth, ln.pw, ln.disp, ln.short";
+
+/// The lines selected by [`LINES_COLUMNS`], starting at column `at`.
+fn lines_from_arrays(r: &Row, at: usize) -> Vec<LineOut> {
+    let pos: Option<Vec<i16>> = r.get(at);
+    let num: Option<Vec<String>> = r.get(at + 1);
+    let auth: Option<Vec<String>> = r.get(at + 2);
+    let pw: Option<Vec<bool>> = r.get(at + 3);
+    let disp: Option<Vec<Option<String>>> = r.get(at + 4);
+    let short: Option<Vec<Option<String>>> = r.get(at + 5);
+    let (Some(pos), Some(num), Some(auth), Some(pw), Some(disp), Some(short)) =
+        (pos, num, auth, pw, disp, short)
+    else {
+        return Vec::new();
+    };
+    pos.into_iter()
+        .zip(num)
+        .zip(auth)
+        .zip(pw)
+        .zip(disp)
+        .zip(short)
+        .map(
+            |(((((position, number), auth_name), password_set), display_name), short_label)| {
+                LineOut {
+                    position,
+                    number,
+                    auth_name,
+                    password_set,
+                    display_name,
+                    short_label,
+                }
+            },
+        )
+        .collect()
+}
+
+/// Finds a tenant's phone with its lines, in one statement.
 pub async fn find(
     c: &impl GenericClient,
     tenant: Uuid,
@@ -249,18 +297,67 @@ pub async fn find(
     let row = c
         .query_opt(
             &c.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM phones p WHERE p.tenant_id = $1 AND p.mac = $2"
+                "SELECT {COLUMNS}, {LINES_COLUMNS} FROM phones p {LINES_LATERAL}
+                 WHERE p.tenant_id = $1 AND p.mac = $2"
             ))
             .await?,
             &[&tenant, &mac.to_string()],
         )
         .await?;
-    let Some(row) = row else { return Ok(None) };
-    let mut lines = lines_of(c, &[mac.to_string()]).await?;
-    Ok(Some(from_row(
-        &row,
-        lines.remove(&mac.to_string()).unwrap_or_default(),
-    )))
+    Ok(row.map(|r| from_row(&r, lines_from_arrays(&r, 10))))
+}
+
+/// What a read of one phone by tenant slug finds.
+#[derive(Debug)]
+pub enum Lookup {
+    /// No tenant has this slug.
+    NoTenant,
+    /// The tenant exists but has no phone with this MAC.
+    NoPhone,
+    /// The phone, and the SHA-256 of the last served copy of each file it fetched: (file name, sha256).
+    Found(Box<Phone>, Vec<(String, Vec<u8>)>),
+}
+
+/// Reads a phone of the tenant named `slug`, its lines and its last served files: the tenant, the phone
+/// and its fetch history in one statement and one round trip (the API's `GET` of a phone).
+pub async fn lookup(
+    c: &impl GenericClient,
+    slug: &str,
+    mac: &MacAddress,
+) -> Result<Lookup, DbError> {
+    let row = c
+        .query_opt(
+            &c.prepare_cached(&format!(
+                "SELECT t.id, {COLUMNS}, {LINES_COLUMNS}, f.files, f.shas
+                 FROM tenants t
+                 LEFT JOIN phones p ON p.tenant_id = t.id AND p.mac = $2
+                 {LINES_LATERAL}
+                 LEFT JOIN LATERAL (SELECT array_agg(x.file_name) AS files, array_agg(x.sha256) AS shas FROM (
+                     SELECT DISTINCT ON (e.file_name) e.file_name, e.sha256 FROM fetch_events e
+                     WHERE e.tenant_id = t.id AND e.phone_mac = p.mac AND e.outcome = 'served'
+                       AND e.sha256 IS NOT NULL
+                     ORDER BY e.file_name, e.id DESC) x) f ON true
+                 WHERE t.slug = $1"
+            ))
+            .await?,
+            &[&slug, &mac.to_string()],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(Lookup::NoTenant);
+    };
+    if row.get::<_, Option<String>>(1).is_none() {
+        return Ok(Lookup::NoPhone);
+    }
+    let phone = from_row_at(&row, 1, lines_from_arrays(&row, 11));
+    let files: Option<Vec<String>> = row.get(17);
+    let shas: Option<Vec<Vec<u8>>> = row.get(18);
+    let served = files
+        .unwrap_or_default()
+        .into_iter()
+        .zip(shas.unwrap_or_default())
+        .collect();
+    Ok(Lookup::Found(Box::new(phone), served))
 }
 
 /// Lists a tenant's phones by MAC after `after`, filtered.

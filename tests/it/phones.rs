@@ -242,6 +242,22 @@ async fn a_mac_owned_by_another_tenant_is_409_for_put_and_post() {
         )
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        r.body["detail"], "no such phone in this tenant",
+        "{}",
+        r.text
+    );
+    // A tenant that does not exist is told apart from a phone that does not.
+    let r = app
+        .call(
+            Method::GET,
+            "/v1/tenants/nosuch/phones/0004F2A1B2C3",
+            Some(&app.admin()),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.body["detail"], "no such tenant", "{}", r.text);
 }
 
 #[tokio::test]
