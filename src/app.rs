@@ -171,11 +171,14 @@ pub async fn start(
             tftp_stats: tftp_stats.clone(),
             resync_rate_per_second: config.resync_rate_per_second,
             provisioning_addresses,
+            worker_pools: Default::default(),
+            changes: Default::default(),
         };
         let settings = ApiSettings {
             listen: config.api_listen,
             max_body: config.max_json_body,
             workers: config.api_workers,
+            worker_pools: Some(db::PoolSpec::parse(url, config.db_pool_size)?),
         };
         let server = ApiServer::build(settings, state)
             .with_context(|| format!("binding the API to {}", config.api_listen))?;

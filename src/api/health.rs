@@ -30,22 +30,31 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let mut out = String::new();
     state.metrics.render(&mut out);
-    let status = state.pool.status();
+    // The API's pools: one per worker thread when they have their own, else the shared one.
+    let statuses: Vec<_> = match state.worker_pools.lock() {
+        Ok(all) if !all.is_empty() => all.iter().map(|p| p.status()).collect(),
+        _ => vec![state.pool.status()],
+    };
+    let sum = |f: fn(&deadpool_postgres::Status) -> usize| statuses.iter().map(f).sum::<usize>();
+    let (size, idle, max, waiting) = (
+        sum(|s| s.size),
+        sum(|s| s.available),
+        sum(|s| s.max_size),
+        sum(|s| s.waiting),
+    );
     out.push_str("# HELP dialtone_db_pool_connections Database pool connections by state.\n");
     out.push_str("# TYPE dialtone_db_pool_connections gauge\n");
-    let in_use = status.size.saturating_sub(status.available);
     out.push_str(&format!(
-        "dialtone_db_pool_connections{{state=\"in_use\"}} {in_use}\n"
+        "dialtone_db_pool_connections{{state=\"in_use\"}} {}\n",
+        size.saturating_sub(idle)
     ));
     out.push_str(&format!(
-        "dialtone_db_pool_connections{{state=\"idle\"}} {}\n",
-        status.available
+        "dialtone_db_pool_connections{{state=\"idle\"}} {idle}\n"
     ));
     out.push_str(&format!(
-        "dialtone_db_pool_connections{{state=\"max\"}} {}\n",
-        status.max_size
+        "dialtone_db_pool_connections{{state=\"max\"}} {max}\n"
     ));
-    out.push_str(&format!("dialtone_db_pool_waiting {}\n", status.waiting));
+    out.push_str(&format!("dialtone_db_pool_waiting {waiting}\n"));
     if let Some(fe) = &state.frontend {
         fe.render_metrics(&mut out, state.tftp_stats.as_deref());
     }

@@ -2,6 +2,7 @@
 //! Handlers are adapters only: they parse, authorise, call `db`, and shape responses.
 
 mod audit;
+mod changes;
 mod dhcp;
 mod error;
 mod extract;
@@ -18,7 +19,7 @@ mod templates;
 mod tenants;
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -31,6 +32,7 @@ use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
+pub use changes::ChangeNotifier;
 pub use error::{ApiError, Problem};
 pub use extract::etag;
 pub use imports::parse_import_csv;
@@ -40,6 +42,7 @@ use crate::db::Pool;
 use crate::metrics::HttpMetrics;
 
 /// Shared state of every handler.
+#[derive(Clone)]
 pub struct AppState {
     /// Database pool.
     pub pool: Pool,
@@ -57,6 +60,10 @@ pub struct AppState {
     pub resync_rate_per_second: u32,
     /// Public addresses phones should use as TFTP server (the `dhcp-config` snippets).
     pub provisioning_addresses: Vec<std::net::IpAddr>,
+    /// The pools of the API worker threads, when each has its own (for the pool metrics).
+    pub worker_pools: Arc<Mutex<Vec<Pool>>>,
+    /// Told after every request that may have written (see [`ChangeNotifier`]).
+    pub changes: ChangeNotifier,
 }
 
 /// Settings of the API listener.
@@ -68,6 +75,13 @@ pub struct ApiSettings {
     pub max_body: usize,
     /// Worker threads (0 = one per core).
     pub workers: usize,
+    /// When set, each worker thread opens its own pool to this database, of `max_size / workers`
+    /// connections (rounded up), instead of sharing `AppState::pool`. A pooled connection's I/O runs on
+    /// the thread that opened it; with one shared pool, a request on one worker waits for another
+    /// worker's thread to be woken for each statement (GET of a phone: 7.7k req/s shared, ~11k per worker).
+    /// Their sessions defer change notifications to [`ChangeNotifier`], which sends them on
+    /// `AppState::pool`.
+    pub worker_pools: Option<crate::db::PoolSpec>,
 }
 
 /// The bound, not yet running, REST API.
@@ -97,6 +111,14 @@ impl ApiServer {
 
     /// Serves until `shutdown` is cancelled, then finishes requests in flight.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        if self.settings.worker_pools.is_some() {
+            tokio::spawn(
+                self.state
+                    .changes
+                    .clone()
+                    .run(self.state.pool.clone(), shutdown.clone()),
+            );
+        }
         let server = self.start()?;
         let handle = server.handle();
         tokio::spawn(async move {
@@ -109,13 +131,37 @@ impl ApiServer {
     fn start(self) -> std::io::Result<actix_web::dev::Server> {
         let state = self.state.clone();
         let max_body = self.settings.max_body;
-        let mut server = HttpServer::new(move || build_app(state.clone(), max_body))
-            .disable_signals()
-            .shutdown_timeout(10)
-            .listen(self.listener)?;
-        if self.settings.workers > 0 {
-            server = server.workers(self.settings.workers);
-        }
+        let workers = match self.settings.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let spec = self.settings.worker_pools.clone().map(|spec| {
+            let per_worker = spec.max_size.div_ceil(workers).max(1);
+            spec.with_max_size(per_worker).deferring_notify()
+        });
+        let server = HttpServer::new(move || {
+            // Called once on each worker thread: its pool's connections live on that thread.
+            let state = match spec.as_ref().map(crate::db::PoolSpec::build) {
+                Some(Ok(pool)) => {
+                    let mut own = AppState::clone(&state);
+                    if let Ok(mut all) = own.worker_pools.lock() {
+                        all.push(pool.clone());
+                    }
+                    own.pool = pool;
+                    web::Data::new(own)
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "worker pool not built; sharing the process pool");
+                    state.clone()
+                }
+                None => state.clone(),
+            };
+            build_app(state, max_body)
+        })
+        .disable_signals()
+        .shutdown_timeout(10)
+        .workers(workers)
+        .listen(self.listener)?;
         Ok(server.run())
     }
 }
@@ -202,6 +248,28 @@ fn build_app(
     }))
     .wrap(ErrorHandlers::new().default_handler(problem_for_framework_errors))
     .wrap(actix_web::middleware::from_fn(record_metrics))
+    .wrap(actix_web::middleware::from_fn(signal_changes))
+}
+
+/// After a request that may have written, once its handler has committed and answered: tell the
+/// [`ChangeNotifier`] (the worker pools' sessions do not notify themselves).
+async fn signal_changes(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    use actix_web::http::Method;
+    let reads = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let changes = (!reads)
+        .then(|| {
+            req.app_data::<web::Data<AppState>>()
+                .map(|s| s.changes.clone())
+        })
+        .flatten();
+    let res = next.call(req).await;
+    if let Some(c) = changes {
+        c.signal();
+    }
+    res
 }
 
 /// 404 for unknown paths, 405 (with `Allow`) for known paths with another method.

@@ -126,21 +126,51 @@ async fn finish_write(
         detail,
     )
     .await?;
-    let mut phone = read_back(&tx, tenant.id, mac).await?;
+    let phone = read_back(&tx, tenant.id, mac).await?;
     tx.commit().await.map_err(db::DbError::from)?;
-    phone.warnings = super::firmware::warnings(
-        &state.snapshot.current(),
-        tenant.slug.as_str(),
-        &phone.settings,
-    );
+    Ok(written(state, tenant.slug.as_str(), status, phone))
+}
+
+/// The response to a committed phone write: the phone as stored with its firmware warnings and ETag, and
+/// for 201 its `Location`.
+fn written(
+    state: &AppState,
+    slug: &str,
+    status: actix_web::http::StatusCode,
+    mut phone: Phone,
+) -> HttpResponse {
+    phone.warnings = super::firmware::warnings(&state.snapshot.current(), slug, &phone.settings);
     let mut resp = HttpResponse::build(status);
     if status == actix_web::http::StatusCode::CREATED {
         resp.insert_header((
             header::LOCATION,
-            format!("/v1/tenants/{}/phones/{mac}", tenant.slug),
+            format!("/v1/tenants/{slug}/phones/{}", phone.mac),
         ));
     }
-    Ok(with_etag(resp.json(&phone), phone.revision))
+    with_etag(resp.json(&phone), phone.revision)
+}
+
+/// The common case of a create, a new MAC in an existing tenant, as one statement
+/// ([`db::phones::try_create`]). `None`: nothing written, take the general path (it tells a missing tenant,
+/// a MAC of this tenant and one of another apart). A conditional request (`If-Match`) always takes it.
+async fn try_create(
+    state: &AppState,
+    client: &impl GenericClient,
+    p: &Principal,
+    req: &HttpRequest,
+    slug: &str,
+    mac: &MacAddress,
+    spec: &PhoneSpec,
+) -> Result<Option<HttpResponse>, ApiError> {
+    if req.headers().contains_key(header::IF_MATCH) || slug.parse::<TenantSlug>().is_err() {
+        return Ok(None);
+    }
+    let detail = json!({ "model": spec.model });
+    Ok(
+        db::phones::try_create(client, slug, mac, spec, &actor(p), &detail)
+            .await?
+            .map(|phone| written(state, slug, actix_web::http::StatusCode::CREATED, phone)),
+    )
 }
 
 fn other_tenant() -> ApiError {
@@ -182,6 +212,9 @@ pub async fn create_phone(
     };
     let spec = parse_spec(input)?;
     let mut client = state.pool.get().await.map_err(db::DbError::from)?;
+    if let Some(resp) = try_create(&state, &client, &p, &req, &path, &mac, &spec).await? {
+        return Ok(resp);
+    }
     let tx = client.transaction().await.map_err(db::DbError::from)?;
     let tenant = load_tenant(&tx, &p, &path, Access::Write, false).await?;
     if !db::phones::insert(&tx, tenant.id, &mac, &spec).await? {
@@ -234,6 +267,9 @@ pub async fn put_phone(
     let mac = parse_mac(&mac)?;
     let spec = parse_spec(json_body(&req, &body)?)?;
     let mut client = state.pool.get().await.map_err(db::DbError::from)?;
+    if let Some(resp) = try_create(&state, &client, &p, &req, &slug, &mac, &spec).await? {
+        return Ok(resp);
+    }
     let tx = client.transaction().await.map_err(db::DbError::from)?;
     let tenant = load_tenant(&tx, &p, &slug, Access::Write, false).await?;
     let mut owner = db::phones::lock_owner(&tx, &mac).await?;

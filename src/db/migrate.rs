@@ -37,6 +37,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "fetch_events_without_fk",
         include_str!("../../sql/V7__fetch_events_without_fk.sql"),
     ),
+    (
+        8,
+        "deferred_notify",
+        include_str!("../../sql/V8__deferred_notify.sql"),
+    ),
 ];
 
 /// Advisory-lock key that serialises concurrent `migrate` runs across processes.

@@ -101,26 +101,61 @@ pub fn parse_config(url: &str) -> Result<tokio_postgres::Config, DbError> {
         .map_err(|_| DbError::Other("the database URL does not parse".into()))
 }
 
-/// Builds a connection pool (connections are made lazily; waits for a free one at most `wait`).
+/// What a connection pool connects to and how many connections it may hold: kept so that the API can
+/// build one pool per worker thread (see `ApiSettings::worker_pools`). The database password inside is
+/// redacted from `Debug`.
+#[derive(Clone, Debug)]
+pub struct PoolSpec {
+    config: tokio_postgres::Config,
+    /// Most connections of one pool built from this spec.
+    pub max_size: usize,
+}
+
+impl PoolSpec {
+    /// Parses a database URL or libpq key=value string.
+    pub fn parse(url: &str, max_size: usize) -> Result<PoolSpec, DbError> {
+        let mut config = parse_config(url)?;
+        config.connect_timeout(Duration::from_secs(2));
+        config.application_name("dialtone");
+        Ok(PoolSpec { config, max_size })
+    }
+
+    /// The same with at most `max_size` connections per pool.
+    pub fn with_max_size(mut self, max_size: usize) -> PoolSpec {
+        self.max_size = max_size;
+        self
+    }
+
+    /// The same, with sessions that leave change notifications to the caller (`dialtone.defer_notify`,
+    /// sql/V8): see `api::ChangeNotifier`.
+    pub fn deferring_notify(mut self) -> PoolSpec {
+        self.config.options("-c dialtone.defer_notify=on");
+        self
+    }
+
+    /// Builds a pool (connections are made lazily; waits for a free one at most 2 s).
+    pub fn build(&self) -> Result<Pool, DbError> {
+        let mgr = Manager::from_config(
+            self.config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        Pool::builder(mgr)
+            .max_size(self.max_size)
+            .wait_timeout(Some(Duration::from_secs(2)))
+            .create_timeout(Some(Duration::from_secs(2)))
+            .recycle_timeout(Some(Duration::from_secs(2)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| DbError::Other(e.to_string()))
+    }
+}
+
+/// Builds a connection pool (connections are made lazily; waits for a free one at most 2 s).
 pub fn pool(url: &str, max_size: usize) -> Result<Pool, DbError> {
-    let mut cfg = parse_config(url)?;
-    cfg.connect_timeout(Duration::from_secs(2));
-    cfg.application_name("dialtone");
-    let mgr = Manager::from_config(
-        cfg,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Pool::builder(mgr)
-        .max_size(max_size)
-        .wait_timeout(Some(Duration::from_secs(2)))
-        .create_timeout(Some(Duration::from_secs(2)))
-        .recycle_timeout(Some(Duration::from_secs(2)))
-        .runtime(deadpool_postgres::Runtime::Tokio1)
-        .build()
-        .map_err(|e| DbError::Other(e.to_string()))
+    PoolSpec::parse(url, max_size)?.build()
 }
 
 /// Connects once (no pool) and applies the migrations.
@@ -132,6 +167,19 @@ pub async fn migrate(url: &str) -> Result<usize, DbError> {
     drop(client);
     let _ = task.await;
     result
+}
+
+/// Announces that something changed, to every process listening on the change channel (the snapshot
+/// refreshers): one `NOTIFY` in a transaction of its own.
+pub async fn notify_changes(pool: &Pool) -> Result<(), DbError> {
+    let client = pool.get().await?;
+    client
+        .execute(
+            &client.prepare_cached("SELECT pg_notify($1, '')").await?,
+            &[&crate::snapshot::refresher::CHANNEL],
+        )
+        .await?;
+    Ok(())
 }
 
 /// Runs `SELECT 1` to check that the database answers.

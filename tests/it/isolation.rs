@@ -385,6 +385,17 @@ async fn seed(app: &TestApp, t: &str, base: &str) -> (String, String) {
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     }
+    // Template saves (checked against the tenant's phones) and previews read the provisioning snapshot,
+    // which follows the database within milliseconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let first = dialtone::domain::MacAddress::from_bare_hex(&mac(t, 2)).unwrap();
+    while app.snapshot.current().phone(first).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the snapshot did not catch up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     for f in ["SIPMAC.cnf", "SIPDefault.cnf"] {
         let r = send(
             app,
@@ -395,16 +406,6 @@ async fn seed(app: &TestApp, t: &str, base: &str) -> (String, String) {
         )
         .await;
         assert_eq!(r.status, StatusCode::CREATED, "{f}: {}", r.text);
-    }
-    // Previews read the provisioning snapshot, which follows the database within milliseconds.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let first = dialtone::domain::MacAddress::from_bare_hex(&mac(t, 2)).unwrap();
-    while app.snapshot.current().phone(first).is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the snapshot did not catch up"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     (net, net_del)
 }

@@ -336,3 +336,94 @@ async fn fetch_events_go_with_their_tenant_and_a_deleted_tenants_batch_is_not_st
         vec![other, other]
     );
 }
+
+/// A client LISTENing on the change channel, and the notifications it receives.
+async fn listener(
+    url: &str,
+) -> (
+    tokio_postgres::Client,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    let (c, mut conn) = dialtone::db::parse_config(url)
+        .unwrap()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                if n.channel() == dialtone::snapshot::refresher::CHANNEL {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    });
+    c.batch_execute(&format!(
+        "LISTEN {}",
+        dialtone::snapshot::refresher::CHANNEL
+    ))
+    .await
+    .unwrap();
+    (c, rx)
+}
+
+#[tokio::test]
+async fn api_writes_are_announced_once_committed_and_deferring_sessions_stay_silent() {
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    let (_listen, mut heard) = listener(&app.db_url).await;
+    let quiet = |rx: &mut tokio::sync::mpsc::UnboundedReceiver<()>| {
+        let mut n = 0;
+        while rx.try_recv().is_ok() {
+            n += 1;
+        }
+        n
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    quiet(&mut heard);
+
+    // A session like the API's worker pools' writes without notifying…
+    let mut config = dialtone::db::parse_config(&app.db_url).unwrap();
+    config.options("-c dialtone.defer_notify=on");
+    let (deferring, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    deferring
+        .batch_execute(
+            "INSERT INTO phones (mac, id, tenant_id, model) SELECT 'D00000000001', gen_random_uuid(), id, '7960' FROM tenants WHERE slug = 'acme'",
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        quiet(&mut heard),
+        0,
+        "a deferring session notified by itself"
+    );
+
+    // …while any other session's write notifies as before,
+    let plain = connect(&app.db_url).await;
+    plain
+        .batch_execute("UPDATE phones SET label = 'x' WHERE mac = 'D00000000001'")
+        .await
+        .unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), heard.recv())
+        .await
+        .expect("a plain session's write was not announced");
+
+    // …and a write through the API is announced by the API after it committed: the listener, woken, sees
+    // the new phone.
+    quiet(&mut heard);
+    assert_eq!(
+        app.put_phone("acme", "0A0000000077").await.status,
+        reqwest::StatusCode::CREATED
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(5), heard.recv())
+        .await
+        .expect("an API write was not announced");
+    let seen = plain
+        .query_opt("SELECT 1 FROM phones WHERE mac = '0A0000000077'", &[])
+        .await
+        .unwrap();
+    assert!(seen.is_some());
+}

@@ -129,11 +129,14 @@ impl TestApp {
             tftp_stats: None,
             resync_rate_per_second: 20,
             provisioning_addresses: Vec::new(),
+            worker_pools: Default::default(),
+            changes: Default::default(),
         };
         let settings = ApiSettings {
             listen: "127.0.0.1:0".parse().unwrap(),
             max_body: 1024,
             workers: 2,
+            worker_pools: Some(dialtone::db::PoolSpec::parse(&db_url, 8).unwrap()),
         };
         let server = ApiServer::build(settings, state).unwrap();
         let base = format!("http://{}", server.local_addr());
