@@ -62,7 +62,8 @@ pub struct Config {
     pub jwt_audience: String,
     /// Public keys for EdDSA/ES256/RS256 tokens.
     pub jwt_public_keys: Vec<PublicKeyConfig>,
-    /// Database pool size per process.
+    /// API database connections per process (split across the API workers' own pools); background
+    /// work has a pool of the same bound.
     pub db_pool_size: usize,
     /// Largest accepted JSON body, bytes.
     pub max_json_body: usize,
