@@ -92,8 +92,7 @@ pub async fn firmware_status(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     scoped_tenant(&state, &p, &path, Access::Read).await?;
-    let snap = state.snapshot.current();
-    let t = super::preview::tenant_index(&snap, &path)?;
+    let (snap, t) = super::preview::snapshot_with_tenant(&state, &path).await?;
     let tenant_settings = &snap.tenant(t).settings;
     let os79xx = tenant_settings
         .firmware

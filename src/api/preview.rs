@@ -2,6 +2,7 @@
 //! fetch history, configuration drift (current / outdated / never fetched), and discovered devices.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use actix_web::{get, web, HttpResponse};
 use deadpool_postgres::GenericClient;
@@ -67,15 +68,26 @@ fn served_response(s: provisioning::Served) -> HttpResponse {
         .body(s.bytes)
 }
 
-/// The tenant's index in the snapshot, or 409 when the snapshot has not caught up with it yet.
-pub(super) fn tenant_index(snap: &Snapshot, slug: &str) -> Result<usize, ApiError> {
-    // The snapshot follows the database within milliseconds; a tenant created an instant ago may not be
-    // in it yet.
-    snap.tenant_by_slug(slug).ok_or_else(|| {
-        ApiError::Conflict(
-            "the provisioning snapshot has not caught up with this tenant yet; retry".into(),
-        )
-    })
+/// The current snapshot and the tenant's index in it, for a tenant the caller has just found in the
+/// database. The snapshot follows the database within milliseconds (notified reloads are at least 20 ms
+/// apart), so a tenant created an instant ago may not be in it yet: wait for it up to 2 s, then 409.
+pub(super) async fn snapshot_with_tenant(
+    state: &AppState,
+    slug: &str,
+) -> Result<(Arc<Snapshot>, usize), ApiError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let snap = state.snapshot.current();
+        if let Some(t) = snap.tenant_by_slug(slug) {
+            return Ok((snap, t));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(ApiError::Conflict(
+                "the provisioning snapshot has not caught up with this tenant yet; retry".into(),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }
 
 /// Exactly what a phone would be served for `file_name` (passwords included: tenant and platform admins only).
@@ -107,8 +119,7 @@ pub async fn preview_phone_file(
     db::phones::find(&client, tenant.id, &mac)
         .await?
         .ok_or_else(|| ApiError::NotFound("no such phone in this tenant".into()))?;
-    let snap = state.snapshot.current();
-    let t = tenant_index(&snap, &slug)?;
+    let (snap, t) = snapshot_with_tenant(&state, &slug).await?;
     let served = provisioning::preview_device(&snap, t, mac, &file).map_err(miss_error)?;
     Ok(served_response(served))
 }
@@ -134,8 +145,7 @@ pub async fn preview_tenant_file(
     }
     let client = state.pool.get().await.map_err(db::DbError::from)?;
     load_tenant(&client, &p, &slug, Access::Write, false).await?;
-    let snap = state.snapshot.current();
-    let t = tenant_index(&snap, &slug)?;
+    let (snap, t) = snapshot_with_tenant(&state, &slug).await?;
     let served = provisioning::preview_tenant(&snap, t, &file).map_err(miss_error)?;
     if served.phone.is_some() {
         return Err(ApiError::NotFound(

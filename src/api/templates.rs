@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::check_if_match;
-use super::preview::tenant_index;
+use super::preview::snapshot_with_tenant;
 use super::tenants::{actor, scoped_tenant, with_etag};
 use super::{ApiError, AppState, Problem};
 use crate::auth::{Access, Principal};
@@ -197,8 +197,7 @@ pub async fn put_template(
     let t = scoped_tenant(&state, &p, &slug, Access::Write).await?;
     let id = parse_id(&file)?;
     let compiled = Arc::new(compile_body(id, &body)?);
-    let snap = state.snapshot.current();
-    let index = tenant_index(&snap, &slug)?;
+    let (snap, index) = snapshot_with_tenant(&state, &slug).await?;
     let candidate = compiled.clone();
     let problems = tokio::task::spawn_blocking(move || {
         tpl::check_template(&snap, index, &candidate, MAX_PROBLEMS)
@@ -313,8 +312,7 @@ pub async fn preview_template(
         _ => None,
     };
     let compiled = compile_body(id, &body)?;
-    let snap = state.snapshot.current();
-    let index = tenant_index(&snap, &slug)?;
+    let (snap, index) = snapshot_with_tenant(&state, &slug).await?;
     let out = tpl::preview_template(&snap, index, &compiled, mac).map_err(|e| match e {
         PreviewError::MacRequired => {
             ApiError::invalid("mac", "a per-device template needs ?mac= of a phone")

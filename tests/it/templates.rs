@@ -363,3 +363,24 @@ async fn save_time_for_a_tenant_with_10000_phones() {
     }
     println!("template override save, tenant with 10,000 phones: {times:?}");
 }
+
+#[tokio::test]
+async fn a_template_saved_right_after_its_tenant_is_created_waits_for_the_snapshot_instead_of_409()
+{
+    let app = TestApp::spawn().await;
+    let admin = app.admin();
+    for n in 0..5 {
+        let slug = format!("fresh{n}");
+        app.create_tenant(&slug).await;
+        let r = send_text(
+            &app,
+            Method::PUT,
+            &format!("/v1/tenants/{slug}/templates/RINGLIST.DAT"),
+            &admin,
+            "Ring\tring1.pcm\n",
+            None,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{slug}: {}", r.text);
+    }
+}
