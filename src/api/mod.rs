@@ -258,13 +258,12 @@ async fn signal_changes(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     use actix_web::http::Method;
-    let reads = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let changes = (!reads)
-        .then(|| {
-            req.app_data::<web::Data<AppState>>()
-                .map(|s| s.changes.clone())
-        })
-        .flatten();
+    let changes = match *req.method() {
+        Method::GET | Method::HEAD | Method::OPTIONS => None,
+        _ => req
+            .app_data::<web::Data<AppState>>()
+            .map(|s| s.changes.clone()),
+    };
     let res = next.call(req).await;
     if let Some(c) = changes {
         c.signal();

@@ -344,7 +344,7 @@ pub async fn get_phone(
         Lookup::Found(phone, served) => (phone, served),
     };
     drop(client);
-    phone.config_state = config_state(&state.snapshot.current(), &slug, mac, Some(&served));
+    phone.config_state = config_state(&state.snapshot.current(), &slug, mac, &served);
     Ok(with_etag(HttpResponse::Ok().json(&phone), phone.revision))
 }
 

@@ -75,19 +75,17 @@ pub(super) async fn snapshot_with_tenant(
     state: &AppState,
     slug: &str,
 ) -> Result<(Arc<Snapshot>, usize), ApiError> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    loop {
-        let snap = state.snapshot.current();
-        if let Some(t) = snap.tenant_by_slug(slug) {
-            return Ok((snap, t));
-        }
-        if std::time::Instant::now() >= deadline {
-            return Err(ApiError::Conflict(
+    state
+        .snapshot
+        .wait_for(std::time::Duration::from_secs(2), |s| {
+            s.tenant_by_slug(slug)
+        })
+        .await
+        .ok_or_else(|| {
+            ApiError::Conflict(
                 "the provisioning snapshot has not caught up with this tenant yet; retry".into(),
-            ));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+            )
+        })
 }
 
 /// Exactly what a phone would be served for `file_name` (passwords included: tenant and platform admins only).
@@ -226,16 +224,16 @@ pub async fn discovered_devices(
 }
 
 /// The configuration state of phone `mac` of tenant `slug` whose last served per-device files had these
-/// SHA-256s (`None`: it never fetched one): each is compared with what the current snapshot renders for it.
+/// SHA-256s (none: it never fetched one): each is compared with what the current snapshot renders for it.
 pub(super) fn config_state(
     snap: &Snapshot,
     slug: &str,
     mac: MacAddress,
-    last_served: Option<&[(String, Vec<u8>)]>,
+    files: &[(String, Vec<u8>)],
 ) -> ConfigState {
-    let Some(files) = last_served.filter(|f| !f.is_empty()) else {
+    if files.is_empty() {
         return ConfigState::NeverFetched;
-    };
+    }
     let current = snap.tenant_by_slug(slug).is_some_and(|t| {
         files.iter().all(
             |(name, sha)| match provisioning::preview_device(snap, t, mac, name) {
@@ -273,7 +271,7 @@ pub(super) async fn fill_config_state(
             snap,
             slug,
             phone.mac,
-            last.get(&phone.mac.to_string()).map(Vec::as_slice),
+            last.get(&phone.mac.to_string()).map_or(&[], Vec::as_slice),
         );
     }
     Ok(())

@@ -129,7 +129,12 @@ impl PoolSpec {
     /// The same, with sessions that leave change notifications to the caller (`dialtone.defer_notify`,
     /// sql/V8): see `api::ChangeNotifier`.
     pub fn deferring_notify(mut self) -> PoolSpec {
-        self.config.options("-c dialtone.defer_notify=on");
+        // Added to the URL's own `options` (e.g. a search_path), not in their place.
+        let options = match self.config.get_options() {
+            Some(own) if !own.trim().is_empty() => format!("{own} -c dialtone.defer_notify=on"),
+            _ => "-c dialtone.defer_notify=on".to_owned(),
+        };
+        self.config.options(&options);
         self
     }
 
@@ -205,4 +210,27 @@ pub fn decode_cursor(cursor: &str) -> Option<String> {
     String::from_utf8(bytes)
         .ok()
         .filter(|k| !k.is_empty() && !k.chars().any(char::is_control))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deferring_notify_keeps_the_urls_own_options() {
+        let own = PoolSpec::parse("host=/run/pg options='-c search_path=prov'", 4)
+            .unwrap()
+            .deferring_notify();
+        assert_eq!(
+            own.config.get_options(),
+            Some("-c search_path=prov -c dialtone.defer_notify=on")
+        );
+        let none = PoolSpec::parse("host=/run/pg", 4)
+            .unwrap()
+            .deferring_notify();
+        assert_eq!(
+            none.config.get_options(),
+            Some("-c dialtone.defer_notify=on")
+        );
+    }
 }

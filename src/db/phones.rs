@@ -92,25 +92,20 @@ pub struct PhoneFilter {
 const COLUMNS: &str = "p.mac, p.id, p.model, p.label, p.description, p.enabled, p.settings, p.created_at, p.updated_at, p.revision";
 
 fn from_row(r: &Row, lines: Vec<LineOut>) -> Phone {
-    from_row_at(r, 0, lines)
-}
-
-/// A phone from the [`COLUMNS`] of `r` starting at column `at`.
-fn from_row_at(r: &Row, at: usize, lines: Vec<LineOut>) -> Phone {
-    let mac: String = r.get(at);
+    let mac: String = r.get(0);
     Phone {
         mac: MacAddress::from_bare_hex(&mac).unwrap_or_else(|| MacAddress::from_octets([0; 6])),
-        id: r.get(at + 1),
-        model: r.get(at + 2),
-        label: r.get(at + 3),
-        description: r.get(at + 4),
-        enabled: r.get(at + 5),
+        id: r.get(1),
+        model: r.get(2),
+        label: r.get(3),
+        description: r.get(4),
+        enabled: r.get(5),
         lines,
-        settings: Settings::from_json(r.get(at + 6)).unwrap_or_default(),
+        settings: Settings::from_json(r.get(6)).unwrap_or_default(),
         config_state: ConfigState::NeverFetched,
-        created_at: r.get(at + 7),
-        updated_at: r.get(at + 8),
-        revision: r.get(at + 9),
+        created_at: r.get(7),
+        updated_at: r.get(8),
+        revision: r.get(9),
         warnings: Vec::new(),
     }
 }
@@ -378,7 +373,7 @@ pub async fn lookup(
     let row = c
         .query_opt(
             &c.prepare_cached(&format!(
-                "SELECT t.id, {COLUMNS}, {LINES_JSON}, f.files, f.shas
+                "SELECT {COLUMNS}, {LINES_JSON}, f.files, f.shas
                  FROM tenants t
                  LEFT JOIN phones p ON p.tenant_id = t.id AND p.mac = $2
                  LEFT JOIN LATERAL (SELECT array_agg(x.file_name) AS files, array_agg(x.sha256) AS shas FROM (
@@ -395,12 +390,13 @@ pub async fn lookup(
     let Some(row) = row else {
         return Ok(Lookup::NoTenant);
     };
-    if row.get::<_, Option<String>>(1).is_none() {
+    // The tenant's row with no phone joined: every phone column is NULL.
+    if row.get::<_, Option<String>>(0).is_none() {
         return Ok(Lookup::NoPhone);
     }
-    let phone = from_row_at(&row, 1, lines_from_json(&row, 11));
-    let files: Option<Vec<String>> = row.get(12);
-    let shas: Option<Vec<Vec<u8>>> = row.get(13);
+    let phone = from_row(&row, lines_from_json(&row, 10));
+    let files: Option<Vec<String>> = row.get(11);
+    let shas: Option<Vec<Vec<u8>>> = row.get(12);
     let served = files
         .unwrap_or_default()
         .into_iter()

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::Snapshot;
@@ -43,6 +43,8 @@ struct Inner {
     connected: AtomicBool,
     reloads: AtomicU64,
     last_load_us: AtomicU64,
+    /// Woken by every [`SnapshotHandle::store`], for [`SnapshotHandle::wait_for`].
+    stored: Notify,
 }
 
 fn now_ms() -> u64 {
@@ -69,6 +71,7 @@ impl SnapshotHandle {
                 connected: AtomicBool::new(false),
                 reloads: AtomicU64::new(0),
                 last_load_us: AtomicU64::new(0),
+                stored: Notify::new(),
             }),
         }
     }
@@ -87,6 +90,27 @@ impl SnapshotHandle {
         self.inner
             .last_load_us
             .store(load_time.as_micros() as u64, Ordering::Relaxed);
+        self.inner.stored.notify_waiters();
+    }
+
+    /// The current snapshot and what `find` answers for it, or for the first snapshot stored within
+    /// `timeout` for which it answers; `None` when none did (for the API's reads of something the database
+    /// already has and the snapshot may not have caught up with yet).
+    pub async fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        mut find: impl FnMut(&Snapshot) -> Option<T>,
+    ) -> Option<(Arc<Snapshot>, T)> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Created before the look, so that a store between the look and the wait is not missed.
+            let stored = self.inner.stored.notified();
+            let snap = self.current();
+            if let Some(found) = find(&snap) {
+                return Some((snap, found));
+            }
+            tokio::time::timeout_at(deadline, stored).await.ok()?;
+        }
     }
 
     /// Whether a snapshot has been loaded from the database at least once.
