@@ -7,7 +7,6 @@ use std::sync::Arc;
 use actix_web::{get, web, HttpResponse};
 use deadpool_postgres::GenericClient;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -64,7 +63,7 @@ fn miss_error(m: Miss) -> ApiError {
 fn served_response(s: provisioning::Served) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(s.content_type)
-        .insert_header(("X-Content-SHA256", hex::encode(Sha256::digest(&s.bytes))))
+        .insert_header(("X-Content-SHA256", hex::encode(s.sha256)))
         .body(s.bytes)
 }
 
@@ -237,7 +236,7 @@ pub(super) fn config_state(
     let current = snap.tenant_by_slug(slug).is_some_and(|t| {
         files.iter().all(
             |(name, sha)| match provisioning::preview_device(snap, t, mac, name) {
-                Ok(s) => Sha256::digest(&s.bytes)[..] == sha[..],
+                Ok(s) => s.sha256[..] == sha[..],
                 Err(_) => false,
             },
         )

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::{self, fetches::NewFetch, fetches::Sighting, Pool};
 use crate::domain::{Family, MacAddress};
+use crate::provisioning;
 use crate::provisioning::name::{self, Class};
 use crate::snapshot::SnapshotHandle;
 
@@ -295,15 +296,7 @@ fn resolve(
         let Some(tenant) = tenant else { continue };
         let tenant_id = snap.tenant(tenant).id;
         let mut phone = None;
-        let mut stored_sha = None;
         if let Ok(normal) = name::normalise(&e.name) {
-            // A stored file (firmware, ring tones) served as the very bytes the snapshot holds: its SHA-256
-            // is known; hashing megabytes again for every transfer would cost a core during a boot storm.
-            if let (Some(f), Some(d)) = (snap.file(tenant, &normal), &e.data) {
-                if f.bytes.as_ptr() == d.as_ptr() && f.bytes.len() == d.len() {
-                    stored_sha = Some(f.sha256.to_vec());
-                }
-            }
             if let Class::Device { mac, .. } = name::classify(&normal) {
                 match snap.phone(mac) {
                     Some(p) if p.tenant == tenant => phone = Some(mac.to_string()),
@@ -312,10 +305,13 @@ fn resolve(
                 }
             }
         }
+        // Bytes the snapshot still keeps (stored files, files rendered for it) have a known SHA-256:
+        // hashing megabytes of firmware again for every transfer would cost a core during a boot storm.
         let sha256 = match (e.outcome, &e.data) {
-            (FetchOutcome::Served, Some(d)) => {
-                stored_sha.or_else(|| Some(Sha256::digest(d).to_vec()))
-            }
+            (FetchOutcome::Served, Some(d)) => Some(
+                provisioning::known_sha256(&snap, tenant, &e.name, d)
+                    .map_or_else(|| Sha256::digest(d).to_vec(), |sha| sha.to_vec()),
+            ),
             _ => None,
         };
         fetches.push(NewFetch {

@@ -83,7 +83,7 @@ use std::net::IpAddr;
 use bytes::Bytes;
 
 use crate::domain::{Family, MacAddress};
-use crate::snapshot::{CompiledTemplate, PhoneView, Snapshot, TemplateId, TenantView};
+use crate::snapshot::{CompiledTemplate, PhoneView, Snapshot, StoredFile, TemplateId, TenantView};
 
 pub use name::{BadName, Class, FileKind};
 pub use resolve::Resolved;
@@ -107,6 +107,8 @@ pub fn is_stored_not_rendered(name: &str) -> bool {
 pub struct Served {
     /// The content.
     pub bytes: Bytes,
+    /// SHA-256 of `bytes` (computed once per snapshot for every kept file).
+    pub sha256: [u8; 32],
     /// `text/xml`, `text/plain` or `application/octet-stream`.
     pub content_type: &'static str,
     /// The tenant the request was served for.
@@ -198,15 +200,16 @@ fn serve(
         Class::TenantWide { kind, exact } => {
             if !exact {
                 if let Some(f) = snap.file_exact(tenant, &name) {
-                    return Ok(stored(f.bytes.clone(), &name, tenant));
+                    return Ok(stored(f, &name, tenant));
                 }
             }
             let cached = snap.tenant_rendered(tenant, cache_slot(kind), || {
                 render_tenant_wide(snap, tenant, kind).map(Bytes::from)
             });
             match cached {
-                Some(bytes) => Ok(Served {
-                    bytes,
+                Some(file) => Ok(Served {
+                    bytes: file.bytes,
+                    sha256: file.sha256,
                     content_type: content_type(&name),
                     tenant,
                     phone: None,
@@ -214,21 +217,22 @@ fn serve(
                 }),
                 None => snap
                     .file(tenant, &name)
-                    .map(|f| stored(f.bytes.clone(), &name, tenant))
+                    .map(|f| stored(f, &name, tenant))
                     .ok_or(Miss::KnownAbsent),
             }
         }
         Class::Other => snap
             .file(tenant, &name)
-            .map(|f| stored(f.bytes.clone(), &name, tenant))
+            .map(|f| stored(f, &name, tenant))
             .ok_or(Miss::NotFound),
         Class::KnownAbsent => Err(Miss::KnownAbsent),
     }
 }
 
-fn stored(bytes: Bytes, name: &str, tenant: usize) -> Served {
+fn stored(f: &StoredFile, name: &str, tenant: usize) -> Served {
     Served {
-        bytes,
+        bytes: f.bytes.clone(),
+        sha256: f.sha256,
         content_type: content_type(name),
         tenant,
         phone: None,
@@ -252,15 +256,19 @@ fn serve_device(
     let kind = kind.ok_or(Miss::NotFound)?;
     let id = template::device_id(kind, phone.model).ok_or(Miss::NotFound)?;
     let t = snap.tenant(tenant);
-    let r = Resolved::device(t, phone);
     let content_type = if kind == FileKind::SipDeviceCnf {
         "text/plain"
     } else {
         "text/xml"
     };
-    let body = device_file(t, phone, &r, id, None).ok_or(Miss::KnownAbsent)?;
+    let file = snap
+        .device_rendered(mac, device_slot(kind), || {
+            device_file(t, phone, &Resolved::device(t, phone), id, None).map(Bytes::from)
+        })
+        .ok_or(Miss::KnownAbsent)?;
     Ok(Served {
-        bytes: Bytes::from(body),
+        bytes: file.bytes,
+        sha256: file.sha256,
         content_type,
         tenant,
         phone: Some(mac),
@@ -331,6 +339,36 @@ fn cache_slot(kind: FileKind) -> usize {
         FileKind::DistinctiveRingListXml => 7,
         FileKind::SipDeviceCnf | FileKind::SepDeviceXml | FileKind::Stored => 8,
     }
+}
+
+/// The snapshot cache slot of a per-device kind.
+fn device_slot(kind: FileKind) -> u8 {
+    match kind {
+        FileKind::SipDeviceCnf => 0,
+        _ => 1,
+    }
+}
+
+/// The SHA-256 of `bytes` served for `name` to a source of `tenant`, when they are the very bytes this
+/// snapshot keeps for that name (a stored file, or a tenant-wide or per-device file rendered for this
+/// snapshot): the fetch-event writer then need not hash them again. `None` means "hash it yourself".
+pub fn known_sha256(snap: &Snapshot, tenant: usize, name: &str, bytes: &Bytes) -> Option<[u8; 32]> {
+    let name = name::normalise(name).ok()?;
+    let same = |f: &StoredFile| f.bytes.as_ptr() == bytes.as_ptr() && f.bytes.len() == bytes.len();
+    let rendered = match name::classify(&name) {
+        Class::Device {
+            kind: Some(kind),
+            mac,
+        } => snap.device_kept(mac, device_slot(kind)),
+        Class::TenantWide { kind, .. } => snap.tenant_kept(tenant, cache_slot(kind)),
+        _ => None,
+    };
+    if let Some(f) = rendered.filter(|f| same(f)) {
+        return Some(f.sha256);
+    }
+    snap.file(tenant, &name)
+        .filter(|f| same(f))
+        .map(|f| f.sha256)
 }
 
 /// Renders a tenant-wide file; `None` when the configuration gives it nothing to say.
@@ -557,6 +595,63 @@ mod cache_tests {
             b.bytes.as_ptr(),
             "acme's tenant-wide files are shared, not rendered again"
         );
+    }
+
+    #[test]
+    fn device_files_are_rendered_and_hashed_once_per_snapshot_and_stay_the_phones_own() {
+        use crate::domain::Model;
+        use crate::provisioning::test_support::{line, mac, phone};
+        use crate::provisioning::{known_sha256, Miss};
+        use sha2::{Digest, Sha256};
+        let build = |sequence: i64, label: &str| {
+            Snapshot::build(
+                sequence,
+                vec![
+                    tenant("acme", acme_settings()),
+                    tenant("bravo", acme_settings()),
+                ],
+                vec![(net("127.0.1.0/24"), 0), (net("127.0.2.0/24"), 1)],
+                vec![phone(
+                    0,
+                    "0004F2000001",
+                    Model::M7960,
+                    label,
+                    vec![line("1001", None, None)],
+                )],
+                vec![],
+            )
+        };
+        let name = "SIP0004F2000001.cnf";
+        let snap = build(1, "Front desk");
+        let a = provision(&snap, ip("127.0.1.5"), name).unwrap();
+        let b = provision(&snap, ip("127.0.1.6"), name).unwrap();
+        assert_eq!(
+            a.bytes.as_ptr(),
+            b.bytes.as_ptr(),
+            "the second request shares the first one's bytes"
+        );
+        assert_eq!(a.sha256[..], Sha256::digest(&a.bytes)[..]);
+        assert_eq!(known_sha256(&snap, 0, name, &a.bytes), Some(a.sha256));
+        let copy = bytes::Bytes::copy_from_slice(&a.bytes);
+        assert_eq!(
+            known_sha256(&snap, 0, name, &copy),
+            None,
+            "bytes the snapshot does not hold are hashed by the caller"
+        );
+        // Another tenant's network still gets nothing, however warm the cache is.
+        assert_eq!(
+            provision(&snap, ip("127.0.2.5"), name),
+            Err(Miss::OtherTenantsDevice(mac("0004F2000001")))
+        );
+        // The SEP file of the same phone is kept apart from its SIP file.
+        let sep = provision(&snap, ip("127.0.1.5"), "SEP0004F2000001.cnf.xml").unwrap();
+        assert_ne!(sep.bytes, a.bytes);
+        // A changed phone in a new snapshot gets freshly rendered bytes.
+        let next = build(2, "Back office");
+        let c = provision(&next, ip("127.0.1.5"), name).unwrap();
+        assert_ne!(c.bytes, a.bytes);
+        assert!(String::from_utf8_lossy(&c.bytes).contains("Back office"));
+        assert_eq!(c.sha256[..], Sha256::digest(&c.bytes)[..]);
     }
 
     /// Cost of the tenant-wide `sync` stamp for one tenant with 100,000 7940/7960 phones (prints the time;

@@ -7,7 +7,8 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -33,6 +34,31 @@ fn same_phone(a: &PhoneView, b: &PhoneView) -> bool {
 
 /// Cache slots per tenant for tenant-wide rendered files (see [`Snapshot::tenant_rendered`]).
 pub const TENANT_CACHE_SLOTS: usize = 12;
+
+/// At most this many bytes of per-device files are kept per snapshot (see [`Snapshot::device_rendered`]);
+/// beyond it, files are rendered per request and not kept.
+pub const DEVICE_CACHE_BYTES: usize = 32 << 20;
+
+const DEVICE_CACHE_SHARDS: usize = 16;
+
+/// One shard of [`DeviceCache`]: (MAC, slot) to the file rendered for it.
+type DeviceShard = HashMap<(MacAddress, u8), StoredFile, foldhash::fast::RandomState>;
+
+/// Per-device files rendered for one snapshot, keyed by MAC and slot, sharded to keep the TFTP/HTTP
+/// workers off each other's lock. A new snapshot starts empty.
+#[derive(Default)]
+struct DeviceCache {
+    shards: [Mutex<DeviceShard>; DEVICE_CACHE_SHARDS],
+    bytes: AtomicUsize,
+}
+
+impl DeviceCache {
+    fn shard(&self, mac: MacAddress) -> std::sync::MutexGuard<'_, DeviceShard> {
+        let o = mac.octets();
+        let i = usize::from(o[5] ^ o[4]) % DEVICE_CACHE_SHARDS;
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// A stored blob (firmware image, ring audio, locale file), served byte for byte.
 #[derive(Clone, PartialEq, Eq)]
@@ -254,7 +280,8 @@ pub struct Snapshot {
     global_files: HashMap<String, StoredFile>,
     global_files_ci: HashMap<String, String>,
     memo: Vec<OnceLock<u32>>,
-    rendered: Vec<[OnceLock<Option<Bytes>>; TENANT_CACHE_SLOTS]>,
+    rendered: Vec<[OnceLock<Option<StoredFile>>; TENANT_CACHE_SLOTS]>,
+    devices: DeviceCache,
 }
 
 impl fmt::Debug for Snapshot {
@@ -417,6 +444,7 @@ impl Snapshot {
             rendered: (0..n)
                 .map(|_| std::array::from_fn(|_| OnceLock::new()))
                 .collect(),
+            devices: DeviceCache::default(),
             tenants,
         }
     }
@@ -498,18 +526,60 @@ impl Snapshot {
             .or_else(|| self.global_files.get(name))
     }
 
-    /// A tenant-wide file rendered at most once for this snapshot, in cache slot `slot` (the provisioning
-    /// module numbers its tenant-wide kinds). Every phone of a tenant asks for the same files at boot.
+    /// A tenant-wide file rendered (and hashed) at most once for this snapshot, in cache slot `slot` (the
+    /// provisioning module numbers its tenant-wide kinds). Every phone of a tenant asks for the same
+    /// files at boot.
     pub fn tenant_rendered(
         &self,
         tenant: usize,
         slot: usize,
         render: impl FnOnce() -> Option<Bytes>,
-    ) -> Option<Bytes> {
+    ) -> Option<StoredFile> {
         match self.rendered.get(tenant).and_then(|slots| slots.get(slot)) {
-            Some(cell) => cell.get_or_init(render).clone(),
-            None => render(),
+            Some(cell) => cell.get_or_init(|| render().map(StoredFile::new)).clone(),
+            None => render().map(StoredFile::new),
         }
+    }
+
+    /// A per-device file of phone `mac` (slot `slot`, numbered by the provisioning module), rendered and
+    /// hashed at most once for this snapshot while the kept files stay under [`DEVICE_CACHE_BYTES`].
+    /// Everything a device file depends on (phone, tenant, templates) is fixed within one snapshot.
+    /// Two requests racing on a miss may both render; the first one kept is what both later serve.
+    pub fn device_rendered(
+        &self,
+        mac: MacAddress,
+        slot: u8,
+        render: impl FnOnce() -> Option<Bytes>,
+    ) -> Option<StoredFile> {
+        if let Some(f) = self.devices.shard(mac).get(&(mac, slot)) {
+            return Some(f.clone());
+        }
+        let file = StoredFile::new(render()?);
+        let size = file.bytes.len();
+        if self.devices.bytes.fetch_add(size, Ordering::Relaxed) + size > DEVICE_CACHE_BYTES {
+            self.devices.bytes.fetch_sub(size, Ordering::Relaxed);
+            return Some(file);
+        }
+        match self.devices.shard(mac).entry((mac, slot)) {
+            std::collections::hash_map::Entry::Occupied(kept) => {
+                self.devices.bytes.fetch_sub(size, Ordering::Relaxed);
+                Some(kept.get().clone())
+            }
+            std::collections::hash_map::Entry::Vacant(place) => Some(place.insert(file).clone()),
+        }
+    }
+
+    /// The per-device file kept for `mac` in `slot`, if one was rendered for this snapshot.
+    pub fn device_kept(&self, mac: MacAddress, slot: u8) -> Option<StoredFile> {
+        self.devices.shard(mac).get(&(mac, slot)).cloned()
+    }
+
+    /// The tenant-wide file kept for `tenant` in `slot`, if one was rendered for this snapshot.
+    pub fn tenant_kept(&self, tenant: usize, slot: usize) -> Option<StoredFile> {
+        self.rendered
+            .get(tenant)
+            .and_then(|slots| slots.get(slot))
+            .and_then(|cell| cell.get().cloned().flatten())
     }
 
     /// Copies the tenant-wide values already computed for `prev` (the 7940/7960 `sync` stamp and the
