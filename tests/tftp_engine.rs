@@ -957,6 +957,39 @@ async fn stranger_gets_unknown_tid_and_transfer_continues() {
     srv.shutdown().await;
 }
 
+/// The engine stops reading a transfer socket at the first ACK that moves it on; a duplicate left queued
+/// there must not hide the next ACK. With a 5 s retransmission timeout, a stall would show as a missing
+/// DATA block within 1 s (no retransmission could stand in for the answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_ack_queued_behind_a_duplicate_still_moves_the_transfer_on() {
+    let srv = start(|c| c.timeout = Duration::from_secs(5)).await;
+    let c = client("127.0.0.1").await;
+    c.send_to(&rrq(1, "small.bin", "octet", &[]), srv.addr)
+        .await
+        .unwrap();
+    let (p1, tid) = recv(&c, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(be16(&p1[2..]), 1);
+    let mut data = p1[4..].to_vec();
+    // ACK 1 twice back to back: the duplicate stays queued behind the ACK that moves the transfer on.
+    c.send_to(&ack(1), tid).await.unwrap();
+    c.send_to(&ack(1), tid).await.unwrap();
+    for block in 2..=3u16 {
+        let (p, _) = recv(&c, Duration::from_secs(1))
+            .await
+            .unwrap_or_else(|| panic!("DATA {block} did not come within 1 s"));
+        assert_eq!(be16(&p[2..]), block, "expected DATA {block}, no resend");
+        data.extend_from_slice(&p[4..]);
+        c.send_to(&ack(block), tid).await.unwrap();
+    }
+    assert!(data == file("small.bin"));
+    wait_for(Duration::from_secs(5), "served", || srv.stats().served == 1).await;
+    assert!(
+        recv(&c, Duration::from_millis(200)).await.is_none(),
+        "nothing after the last block"
+    );
+    srv.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retransmits_then_gives_up() {
     let srv = start(|c| {

@@ -245,7 +245,11 @@ impl Transfer {
         }
     }
 
-    /// Reads every datagram waiting on the transfer socket.
+    /// Reads the datagrams waiting on the transfer socket, up to the first ACK that moves the transfer
+    /// on. It stops there without the extra `recvfrom` that would only say "nothing more" (a third of the
+    /// system calls per block): whatever still waits arrived before the window just sent, so it can only
+    /// be a duplicate or stale, and the next real ACK queues behind it and raises a new readiness event
+    /// (the kernel signals every arriving datagram), so the stale one is read and ignored then.
     pub(crate) fn on_readable(&mut self, sock: &UdpSocket, now: Instant) -> io::Result<Step> {
         let mut rbuf = [0u8; 516];
         loop {
@@ -263,8 +267,11 @@ impl Transfer {
             }
             match packet::decode(&rbuf[..n]) {
                 Ok(Packet::Ack { block }) => {
-                    if let Step::Done(o) = self.on_ack(sock, block, now)? {
-                        return Ok(Step::Done(o));
+                    let before = (self.acked, self.oack.is_some());
+                    let step = self.on_ack(sock, block, now)?;
+                    if matches!(step, Step::Done(_)) || (self.acked, self.oack.is_some()) != before
+                    {
+                        return Ok(step);
                     }
                 }
                 // RFC 1350 §7: an ERROR from the client ends the transfer, no reply.
