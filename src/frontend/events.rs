@@ -296,22 +296,26 @@ fn resolve(
         let Some(tenant) = tenant else { continue };
         let tenant_id = snap.tenant(tenant).id;
         let mut phone = None;
+        // Bytes the snapshot still keeps (stored files, files rendered for it) have a known SHA-256:
+        // hashing megabytes of firmware again for every transfer would cost a core during a boot storm.
+        let mut known_sha = None;
         if let Ok(normal) = name::normalise(&e.name) {
-            if let Class::Device { mac, .. } = name::classify(&normal) {
+            let class = name::classify(&normal);
+            if let Class::Device { mac, .. } = class {
                 match snap.phone(mac) {
                     Some(p) if p.tenant == tenant => phone = Some(mac.to_string()),
                     Some(_) => {}
                     None => sightings.push(sighting(tenant_id, mac, &e, &normal)),
                 }
             }
+            if let (FetchOutcome::Served, Some(d)) = (e.outcome, &e.data) {
+                known_sha = provisioning::known_sha256(&snap, tenant, &normal, class, d);
+            }
         }
-        // Bytes the snapshot still keeps (stored files, files rendered for it) have a known SHA-256:
-        // hashing megabytes of firmware again for every transfer would cost a core during a boot storm.
         let sha256 = match (e.outcome, &e.data) {
-            (FetchOutcome::Served, Some(d)) => Some(
-                provisioning::known_sha256(&snap, tenant, &e.name, d)
-                    .map_or_else(|| Sha256::digest(d).to_vec(), |sha| sha.to_vec()),
-            ),
+            (FetchOutcome::Served, Some(d)) => {
+                Some(known_sha.map_or_else(|| Sha256::digest(d).to_vec(), |sha| sha.to_vec()))
+            }
             _ => None,
         };
         fetches.push(NewFetch {

@@ -349,13 +349,19 @@ fn device_slot(kind: FileKind) -> u8 {
     }
 }
 
-/// The SHA-256 of `bytes` served for `name` to a source of `tenant`, when they are the very bytes this
-/// snapshot keeps for that name (a stored file, or a tenant-wide or per-device file rendered for this
-/// snapshot): the fetch-event writer then need not hash them again. `None` means "hash it yourself".
-pub fn known_sha256(snap: &Snapshot, tenant: usize, name: &str, bytes: &Bytes) -> Option<[u8; 32]> {
-    let name = name::normalise(name).ok()?;
+/// The SHA-256 of `bytes` served for the normalised `name` (of class `class`) to a source of `tenant`,
+/// when they are the very bytes this snapshot keeps for that name (a stored file, or a tenant-wide or
+/// per-device file rendered for this snapshot): the fetch-event writer then need not hash them again.
+/// `None` means "hash it yourself".
+pub fn known_sha256(
+    snap: &Snapshot,
+    tenant: usize,
+    name: &str,
+    class: Class,
+    bytes: &Bytes,
+) -> Option<[u8; 32]> {
     let same = |f: &StoredFile| f.bytes.as_ptr() == bytes.as_ptr() && f.bytes.len() == bytes.len();
-    let rendered = match name::classify(&name) {
+    let rendered = match class {
         Class::Device {
             kind: Some(kind),
             mac,
@@ -366,7 +372,7 @@ pub fn known_sha256(snap: &Snapshot, tenant: usize, name: &str, bytes: &Bytes) -
     if let Some(f) = rendered.filter(|f| same(f)) {
         return Some(f.sha256);
     }
-    snap.file(tenant, &name)
+    snap.file(tenant, name)
         .filter(|f| same(f))
         .map(|f| f.sha256)
 }
@@ -631,10 +637,14 @@ mod cache_tests {
             "the second request shares the first one's bytes"
         );
         assert_eq!(a.sha256[..], Sha256::digest(&a.bytes)[..]);
-        assert_eq!(known_sha256(&snap, 0, name, &a.bytes), Some(a.sha256));
+        let class = crate::provisioning::name::classify(name);
+        assert_eq!(
+            known_sha256(&snap, 0, name, class, &a.bytes),
+            Some(a.sha256)
+        );
         let copy = bytes::Bytes::copy_from_slice(&a.bytes);
         assert_eq!(
-            known_sha256(&snap, 0, name, &copy),
+            known_sha256(&snap, 0, name, class, &copy),
             None,
             "bytes the snapshot does not hold are hashed by the caller"
         );

@@ -535,7 +535,7 @@ impl Snapshot {
         slot: usize,
         render: impl FnOnce() -> Option<Bytes>,
     ) -> Option<StoredFile> {
-        match self.rendered.get(tenant).and_then(|slots| slots.get(slot)) {
+        match self.rendered_cell(tenant, slot) {
             Some(cell) => cell.get_or_init(|| render().map(StoredFile::new)).clone(),
             None => render().map(StoredFile::new),
         }
@@ -576,10 +576,11 @@ impl Snapshot {
 
     /// The tenant-wide file kept for `tenant` in `slot`, if one was rendered for this snapshot.
     pub fn tenant_kept(&self, tenant: usize, slot: usize) -> Option<StoredFile> {
-        self.rendered
-            .get(tenant)
-            .and_then(|slots| slots.get(slot))
-            .and_then(|cell| cell.get().cloned().flatten())
+        self.rendered_cell(tenant, slot)?.get().cloned().flatten()
+    }
+
+    fn rendered_cell(&self, tenant: usize, slot: usize) -> Option<&OnceLock<Option<StoredFile>>> {
+        self.rendered.get(tenant)?.get(slot)
     }
 
     /// Copies the tenant-wide values already computed for `prev` (the 7940/7960 `sync` stamp and the

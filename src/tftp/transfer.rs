@@ -267,10 +267,7 @@ impl Transfer {
             }
             match packet::decode(&rbuf[..n]) {
                 Ok(Packet::Ack { block }) => {
-                    let before = (self.acked, self.oack.is_some());
-                    let step = self.on_ack(sock, block, now)?;
-                    if matches!(step, Step::Done(_)) || (self.acked, self.oack.is_some()) != before
-                    {
+                    if let Some(step) = self.on_ack(sock, block, now)? {
                         return Ok(step);
                     }
                 }
@@ -281,10 +278,11 @@ impl Transfer {
         }
     }
 
-    fn on_ack(&mut self, sock: &UdpSocket, block: u16, now: Instant) -> io::Result<Step> {
+    /// Handles an ACK from the peer: `None` when it is a duplicate or stale one and changes nothing.
+    fn on_ack(&mut self, sock: &UdpSocket, block: u16, now: Instant) -> io::Result<Option<Step>> {
         if self.oack.is_some() {
             if block != 0 {
-                return Ok(Step::Continue);
+                return Ok(None);
             }
             self.oack = None;
             self.first_ack = true;
@@ -295,20 +293,20 @@ impl Transfer {
             // (RFC 1123 §4.2.3.1). A lost window is resent by the timer.
             let rel = u64::from(block.wrapping_sub(self.acked as u16));
             if rel == 0 || rel > self.sent_upto - self.acked {
-                return Ok(Step::Continue);
+                return Ok(None);
             }
             self.first_ack = true;
             self.acked += rel;
             if self.acked == self.blocks {
                 // The final ACK: done (RFC 1350 §6).
-                return Ok(Step::Done(Outcome::Served));
+                return Ok(Some(Step::Done(Outcome::Served)));
             }
             // RFC 7440 §4: the next window starts after the acknowledged block.
             self.send_window(sock, self.acked + 1)?;
         }
         self.tries = 0;
         self.timer_at = self.deadline.min(now + self.rto);
-        Ok(Step::Continue)
+        Ok(Some(Step::Continue))
     }
 
     /// The retransmission timer: resend what is unacknowledged, or give up.
