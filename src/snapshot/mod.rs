@@ -6,6 +6,6 @@ mod model;
 pub mod refresher;
 pub mod templates;
 
-pub use model::{phone_settings, LineView, PhoneView, Snapshot, StoredFile, TenantView};
+pub use model::{phone_settings, DigestSum, LineView, PhoneView, Snapshot, StoredFile, TenantView};
 pub use refresher::{RefresherSettings, SnapshotHandle};
 pub use templates::{CompiledTemplate, TemplateId, Templates};

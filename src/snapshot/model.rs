@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::domain::{canonical_ip, MacAddress, Model, Prefix, Settings, TenantSlug};
+use crate::domain::{canonical_ip, Family, MacAddress, Model, Prefix, Settings, TenantSlug};
 
 /// Same names with the same content (by SHA-256).
 fn same_files(a: &HashMap<String, StoredFile>, b: &HashMap<String, StoredFile>) -> bool {
@@ -133,9 +133,145 @@ impl fmt::Debug for LineView {
     }
 }
 
-/// Every phone by MAC. MACs are short keys looked up on every request and rehashed by nothing but
-/// full loads: a fast hasher, randomly seeded per process (SipHash cost a third of a delta load).
+/// One shard of [`PhoneIndex`]. MACs are short keys looked up on every request: a fast hasher, randomly
+/// seeded per process (SipHash cost a third of a delta load).
 type PhoneMap = HashMap<MacAddress, Arc<PhoneView>, foldhash::fast::RandomState>;
+
+/// Shards of [`PhoneIndex`]: with 1,000,000 phones about 1,000 a shard, so that a delta copies the few
+/// shards it touches (a few thousand entries), not the whole index.
+const PHONE_SHARDS: usize = 1024;
+
+/// Every phone by MAC, in shards shared between snapshots: the next snapshot copies the shard pointers
+/// and clones only the shards a delta writes to (copy on write), so a change costs O(changes), not
+/// O(phones).
+#[derive(Clone)]
+struct PhoneIndex {
+    shards: Vec<Arc<PhoneMap>>,
+    len: usize,
+}
+
+impl PhoneIndex {
+    fn with_capacity(n: usize) -> Self {
+        let each = n / PHONE_SHARDS + n / PHONE_SHARDS / 8;
+        PhoneIndex {
+            shards: (0..PHONE_SHARDS)
+                .map(|_| Arc::new(PhoneMap::with_capacity_and_hasher(each, Default::default())))
+                .collect(),
+            len: 0,
+        }
+    }
+
+    fn shard_of(mac: MacAddress) -> usize {
+        let o = mac.octets();
+        let v = u64::from_be_bytes([0, 0, o[0], o[1], o[2], o[3], o[4], o[5]]);
+        // Fibonacci hashing: consecutive MACs (a fleet bought together) spread over every shard.
+        (v.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - PHONE_SHARDS.trailing_zeros())) as usize
+    }
+
+    fn get(&self, mac: &MacAddress) -> Option<&Arc<PhoneView>> {
+        self.shards[Self::shard_of(*mac)].get(mac)
+    }
+
+    fn contains_key(&self, mac: &MacAddress) -> bool {
+        self.get(mac).is_some()
+    }
+
+    /// Inserts or replaces; returns the phone it replaced.
+    fn insert(&mut self, phone: Arc<PhoneView>) -> Option<Arc<PhoneView>> {
+        let shard = Arc::make_mut(&mut self.shards[Self::shard_of(phone.mac)]);
+        let old = shard.insert(phone.mac, phone);
+        self.len += usize::from(old.is_none());
+        old
+    }
+
+    fn remove(&mut self, mac: &MacAddress) -> Option<Arc<PhoneView>> {
+        let i = Self::shard_of(*mac);
+        if !self.shards[i].contains_key(mac) {
+            return None;
+        }
+        let old = Arc::make_mut(&mut self.shards[i]).remove(mac);
+        self.len -= usize::from(old.is_some());
+        old
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Arc<PhoneView>> {
+        self.shards.iter().flat_map(|s| s.values())
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// What the [`Snapshot::digest_sum`] of a tenant and family adds up.
+const FAMILIES: usize = 3;
+
+fn family_slot(f: Family) -> usize {
+    match f {
+        Family::Sip79xx => 0,
+        Family::Sip79x1 => 1,
+        Family::Sip89xx99xx => 2,
+    }
+}
+
+/// The content digests of a set of phones added up (first 16 bytes, little endian, mod 2^128) and their
+/// number: a value that changes whenever a phone of the set changes, joins or leaves, and that can be
+/// kept up to date by adding and subtracting the phones a delta changes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DigestSum {
+    /// Sum of the phones' digests.
+    pub sum: u128,
+    /// Number of phones.
+    pub count: u64,
+}
+
+impl DigestSum {
+    fn part(phone: &PhoneView) -> u128 {
+        let d = phone.content_digest();
+        u128::from_le_bytes(d[..16].try_into().unwrap_or_default())
+    }
+
+    fn add(&mut self, phone: &PhoneView) {
+        self.sum = self.sum.wrapping_add(Self::part(phone));
+        self.count += 1;
+    }
+
+    fn sub(&mut self, phone: &PhoneView) {
+        self.sum = self.sum.wrapping_sub(Self::part(phone));
+        self.count = self.count.saturating_sub(1);
+    }
+}
+
+/// A fresh value for [`Snapshot`]'s per-tenant phone generations (unique in the process).
+fn fresh_generation() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// `list` (sorted, no duplicates) without `out`, then with `into`: sorted and without duplicates, in one
+/// pass over `list`.
+fn merge_sorted(
+    list: &[MacAddress],
+    mut out: Vec<MacAddress>,
+    mut into: Vec<MacAddress>,
+) -> Vec<MacAddress> {
+    out.sort_unstable();
+    into.sort_unstable();
+    into.dedup();
+    let mut merged = Vec::with_capacity(list.len() + into.len());
+    let mut add = into.into_iter().peekable();
+    for &mac in list {
+        while let Some(a) = add.next_if(|&a| a < mac) {
+            merged.push(a);
+        }
+        // A MAC that joins stays, even when it also left (deleted and created again).
+        if add.next_if_eq(&mac).is_some() || out.binary_search(&mac).is_err() {
+            merged.push(mac);
+        }
+    }
+    merged.extend(add);
+    merged
+}
 
 /// A phone as the provisioning path sees it.
 #[derive(Clone, Debug)]
@@ -155,9 +291,40 @@ pub struct PhoneView {
     /// The phone's settings overrides (most phones have none: they share one empty value, see
     /// [`phone_settings`]; inline, `Settings` would cost ~430 bytes per phone).
     pub settings: Arc<Settings>,
-    /// Digest of what decides this phone's 7940/7960 files (its part of the tenant's `sync` stamp),
-    /// computed on first use. A changed phone is a new `PhoneView`, so it never goes stale.
+    /// Its [`PhoneView::content_digest`], computed on first use. A changed phone is a new `PhoneView`,
+    /// so it never goes stale.
     pub input_digest: DigestCell,
+}
+
+impl PhoneView {
+    /// SHA-256 of what decides this phone's files: MAC, model, label, lines and settings (the tenant and
+    /// `enabled` are not part of it). Computed once per phone version.
+    pub fn content_digest(&self) -> &[u8; 32] {
+        self.input_digest.get_or_init(|| {
+            let mut h = Sha256::new();
+            h.update(self.mac.octets());
+            h.update(self.model.as_str());
+            h.update([0]);
+            h.update(&self.label);
+            h.update([0]);
+            for l in &self.lines {
+                for field in [
+                    Some(l.number.as_str()),
+                    Some(l.auth_name.as_str()),
+                    Some(l.password.as_str()),
+                    l.display_name.as_deref(),
+                    l.short_label.as_deref(),
+                ] {
+                    h.update(field.unwrap_or("\u{1}"));
+                    h.update([0]);
+                }
+            }
+            if !self.settings.is_empty() {
+                h.update(serde_json::to_vec(&self.settings.to_json()).unwrap_or_default());
+            }
+            h.finalize().into()
+        })
+    }
 }
 
 /// A phone's settings as the snapshot holds them: empty settings are one shared value.
@@ -274,12 +441,19 @@ pub struct Snapshot {
     pub sequence: i64,
     tenants: Vec<TenantView>,
     tenant_files_ci: Vec<HashMap<String, String>>,
-    tenant_phones: Vec<Vec<MacAddress>>,
+    /// Per tenant, its phones' MACs, sorted; shared with the previous snapshot when unchanged.
+    tenant_phones: Vec<Arc<Vec<MacAddress>>>,
+    /// Per tenant, a value that changes (and is unique in the process) whenever one of its phones
+    /// changes, joins or leaves; a delta keeps it for the tenants it does not touch.
+    phones_gen: Vec<u64>,
+    /// Built by [`Snapshot::with_phone_changes`] (so a generation that differs means changed phones).
+    from_delta: bool,
     networks: PrefixTable,
-    phones: PhoneMap,
+    phones: PhoneIndex,
     global_files: HashMap<String, StoredFile>,
     global_files_ci: HashMap<String, String>,
     memo: Vec<OnceLock<u32>>,
+    digest_sums: Vec<[OnceLock<DigestSum>; FAMILIES]>,
     rendered: Vec<[OnceLock<Option<StoredFile>>; TENANT_CACHE_SLOTS]>,
     devices: DeviceCache,
 }
@@ -318,26 +492,28 @@ impl Snapshot {
         global_files: Vec<(String, StoredFile)>,
     ) -> Snapshot {
         let n = tenants.len();
-        let mut phone_map = PhoneMap::with_capacity_and_hasher(phones.len(), Default::default());
+        let mut phone_map = PhoneIndex::with_capacity(phones.len());
         let mut tenant_phones: Vec<Vec<MacAddress>> = vec![Vec::new(); n];
         for phone in phones {
             if phone.tenant >= n || phone_map.contains_key(&phone.mac) {
                 continue;
             }
             tenant_phones[phone.tenant].push(phone.mac);
-            phone_map.insert(phone.mac, phone);
+            phone_map.insert(phone);
         }
         for macs in &mut tenant_phones {
             macs.sort();
         }
-        Snapshot::assemble(
+        let mut snap = Snapshot::assemble(
             sequence,
             tenants,
             networks,
             phone_map,
-            tenant_phones,
+            tenant_phones.into_iter().map(Arc::new).collect(),
             global_files,
-        )
+        );
+        snap.phones_gen = (0..n).map(|_| fresh_generation()).collect();
+        snap
     }
 
     /// The next snapshot from this one after a delta: `changed` phones replace or join, `gone` MACs
@@ -356,42 +532,82 @@ impl Snapshot {
         let n = tenants.len();
         let mut phones = self.phones.clone();
         let mut tenant_phones = self.tenant_phones.clone();
-        tenant_phones.resize(n, Vec::new());
+        tenant_phones.resize_with(n, Default::default);
+        let mut phones_gen = self.phones_gen.clone();
+        phones_gen.resize_with(n, fresh_generation);
+        // The digest sums computed for this snapshot, kept up to date phone by phone.
+        let mut sums: Vec<[Option<DigestSum>; FAMILIES]> = (0..n)
+            .map(|t| match self.digest_sums.get(t) {
+                Some(cells) => std::array::from_fn(|f| cells[f].get().copied()),
+                None => [None; FAMILIES],
+            })
+            .collect();
+        let mut touched = std::collections::BTreeSet::new();
+        let mut leave = |old: &PhoneView, touched: &mut std::collections::BTreeSet<usize>| {
+            touched.insert(old.tenant);
+            if let Some(sum) = sums
+                .get_mut(old.tenant)
+                .and_then(|s| s[family_slot(old.model.family())].as_mut())
+            {
+                if old.enabled {
+                    sum.sub(old);
+                }
+            }
+        };
         // Per tenant: MACs that leave its list and MACs that join it.
         let mut removed: HashMap<usize, Vec<MacAddress>> = HashMap::new();
         let mut added: HashMap<usize, Vec<MacAddress>> = HashMap::new();
         for mac in gone {
             if let Some(old) = phones.remove(mac) {
+                leave(&old, &mut touched);
                 removed.entry(old.tenant).or_default().push(*mac);
             }
         }
+        let mut joined = Vec::new();
         for phone in changed {
             let (mac, tenant) = (phone.mac, phone.tenant);
-            let old_tenant = phones.get(&mac).map(|p| p.tenant);
             if tenant >= n {
-                if let Some(t) = old_tenant {
-                    phones.remove(&mac);
-                    removed.entry(t).or_default().push(mac);
+                if let Some(old) = phones.remove(&mac) {
+                    leave(&old, &mut touched);
+                    removed.entry(old.tenant).or_default().push(mac);
                 }
                 continue;
             }
+            let old = phones.insert(phone.clone());
+            if let Some(old) = &old {
+                leave(old, &mut touched);
+            }
+            let old_tenant = old.map(|p| p.tenant);
             if old_tenant != Some(tenant) {
                 if let Some(t) = old_tenant {
                     removed.entry(t).or_default().push(mac);
                 }
                 added.entry(tenant).or_default().push(mac);
             }
-            phones.insert(mac, phone);
+            touched.insert(tenant);
+            joined.push(phone);
         }
-        let touched: std::collections::BTreeSet<usize> =
-            removed.keys().chain(added.keys()).copied().collect();
-        for t in touched {
+        for phone in &joined {
+            if let Some(sum) = sums[phone.tenant][family_slot(phone.model.family())].as_mut() {
+                if phone.enabled {
+                    sum.add(phone);
+                }
+            }
+        }
+        for &t in &touched {
+            if let Some(g) = phones_gen.get_mut(t) {
+                *g = fresh_generation();
+            }
             let Some(list) = tenant_phones.get_mut(t) else {
                 continue;
             };
-            let mut out = removed.remove(&t).unwrap_or_default();
+            let out = removed.remove(&t).unwrap_or_default();
             let into = added.remove(&t).unwrap_or_default();
+            if out.is_empty() && into.is_empty() {
+                continue;
+            }
             if out.len() + into.len() <= 64 {
+                let list = Arc::make_mut(list);
                 for mac in out {
                     if let Ok(i) = list.binary_search(&mac) {
                         list.remove(i);
@@ -403,29 +619,35 @@ impl Snapshot {
                     }
                 }
             } else {
-                out.sort_unstable();
-                list.retain(|m| out.binary_search(m).is_err());
-                list.extend(into);
-                list.sort_unstable();
-                list.dedup();
+                *list = Arc::new(merge_sorted(list, out, into));
             }
         }
-        Snapshot::assemble(
+        let mut snap = Snapshot::assemble(
             sequence,
             tenants,
             networks,
             phones,
             tenant_phones,
             global_files,
-        )
+        );
+        snap.phones_gen = phones_gen;
+        snap.from_delta = true;
+        for (cells, sums) in snap.digest_sums.iter().zip(sums) {
+            for (cell, sum) in cells.iter().zip(sums) {
+                if let Some(sum) = sum {
+                    let _ = cell.set(sum);
+                }
+            }
+        }
+        snap
     }
 
     fn assemble(
         sequence: i64,
         tenants: Vec<TenantView>,
         networks: Vec<(Prefix, usize)>,
-        phones: PhoneMap,
-        tenant_phones: Vec<Vec<MacAddress>>,
+        phones: PhoneIndex,
+        tenant_phones: Vec<Arc<Vec<MacAddress>>>,
         global_files: Vec<(String, StoredFile)>,
     ) -> Snapshot {
         let n = tenants.len();
@@ -436,11 +658,14 @@ impl Snapshot {
             sequence,
             tenant_files_ci: tenants.iter().map(|t| case_index(t.files.keys())).collect(),
             tenant_phones,
+            phones_gen: vec![0; n],
+            from_delta: false,
             networks: PrefixTable::build(&networks),
             phones,
             global_files_ci: case_index(global_files.keys()),
             global_files,
             memo: (0..n).map(|_| OnceLock::new()).collect(),
+            digest_sums: (0..n).map(|_| Default::default()).collect(),
             rendered: (0..n)
                 .map(|_| std::array::from_fn(|_| OnceLock::new()))
                 .collect(),
@@ -488,8 +713,26 @@ impl Snapshot {
     pub fn phones_of(&self, tenant: usize) -> &[MacAddress] {
         self.tenant_phones
             .get(tenant)
-            .map(Vec::as_slice)
+            .map(|l| l.as_slice())
             .unwrap_or(&[])
+    }
+
+    /// The [`DigestSum`] of the tenant's enabled phones of `family`: computed once per snapshot from
+    /// every such phone, and carried through deltas by adding and subtracting the phones they change.
+    pub fn digest_sum(&self, tenant: usize, family: Family) -> DigestSum {
+        let compute = || {
+            let mut sum = DigestSum::default();
+            for phone in self.phones_of(tenant).iter().filter_map(|m| self.phone(*m)) {
+                if phone.enabled && phone.model.family() == family {
+                    sum.add(phone);
+                }
+            }
+            sum
+        };
+        match self.digest_sums.get(tenant) {
+            Some(cells) => *cells[family_slot(family)].get_or_init(compute),
+            None => compute(),
+        }
     }
 
     /// Number of phones in the snapshot.
@@ -607,13 +850,7 @@ impl Snapshot {
                 && p.settings == t.settings
                 && same_files(&p.files, &t.files)
                 && t.templates.same_as(&p.templates)
-                && self.tenant_phones[i] == prev.tenant_phones[pi]
-                && self.tenant_phones[i].iter().all(|mac| {
-                    match (self.phones.get(mac), prev.phones.get(mac)) {
-                        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || same_phone(a, b),
-                        _ => false,
-                    }
-                });
+                && self.same_phones(i, prev, pi);
             if !same {
                 continue;
             }
@@ -628,6 +865,24 @@ impl Snapshot {
             inherited += 1;
         }
         inherited
+    }
+
+    /// Whether tenant `i` has the same phones here as tenant `pi` in `prev`. A generation kept by a delta
+    /// says so at once; after a delta a new one says they changed; after a full load, compare.
+    fn same_phones(&self, i: usize, prev: &Snapshot, pi: usize) -> bool {
+        if self.phones_gen[i] == prev.phones_gen[pi] {
+            return true;
+        }
+        if self.from_delta {
+            return false;
+        }
+        self.tenant_phones[i] == prev.tenant_phones[pi]
+            && self.tenant_phones[i].iter().all(|mac| {
+                match (self.phones.get(mac), prev.phones.get(mac)) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b) || same_phone(a, b),
+                    _ => false,
+                }
+            })
     }
 
     /// A per-tenant value computed at most once for this snapshot (the provisioning module keeps the
@@ -785,14 +1040,16 @@ mod tests {
 
     #[test]
     fn a_delta_gives_the_same_indexes_as_a_rebuild() {
+        let families = [Family::Sip79xx, Family::Sip79x1, Family::Sip89xx99xx];
         let phone = |t: usize, n: u32, label: &str| {
             let b = n.to_be_bytes();
             Arc::new(PhoneView {
                 tenant: t,
                 mac: MacAddress::from_octets([0, 4, b[0], b[1], b[2], b[3]]),
-                model: Model::M7960,
+                // Models of every family, some phones disabled, and a phone's model or flag may change.
+                model: [Model::M7960, Model::M7941, Model::M8961][(n as usize + label.len()) % 3],
                 label: label.into(),
-                enabled: true,
+                enabled: !(n + label.len() as u32).is_multiple_of(5),
                 lines: vec![],
                 settings: Default::default(),
                 input_digest: Default::default(),
@@ -811,6 +1068,15 @@ mod tests {
             state.values().cloned().collect(),
             vec![],
         );
+        // Sums computed on the first snapshot are carried through the deltas (tenant 2's 89xx sum is
+        // left to be computed on demand).
+        for t in 0..3 {
+            for f in families {
+                if (t, f) != (2, Family::Sip89xx99xx) {
+                    snap.digest_sum(t, f);
+                }
+            }
+        }
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
         let mut next = |m: u64| {
             x ^= x << 13;
@@ -842,7 +1108,15 @@ mod tests {
                     state.remove(&p.mac);
                 }
             }
-            snap = snap.with_phone_changes(round.into(), tenants(), vec![], changed, &gone, vec![]);
+            let prev = snap;
+            snap = prev.with_phone_changes(
+                round.into(),
+                tenants(),
+                vec![],
+                changed.clone(),
+                &gone,
+                vec![],
+            );
             let rebuilt = Snapshot::build_shared(
                 0,
                 tenants(),
@@ -857,7 +1131,32 @@ mod tests {
                     rebuilt.phones_of(t),
                     "round {round}, tenant {t}"
                 );
+                for f in families {
+                    assert_eq!(
+                        snap.digest_sum(t, f),
+                        rebuilt.digest_sum(t, f),
+                        "round {round}, tenant {t}, {f:?}"
+                    );
+                }
+                // A tenant no change reached keeps its generation (its caches are inherited); one that
+                // a change reached gets a new one.
+                let reached = gone
+                    .iter()
+                    .any(|m| prev.phone(*m).is_some_and(|p| p.tenant == t))
+                    || changed.iter().any(|p| {
+                        p.tenant == t || prev.phone(p.mac).is_some_and(|old| old.tenant == t)
+                    });
+                assert_eq!(
+                    snap.same_phones(t, &prev, t),
+                    !reached,
+                    "round {round}, tenant {t}"
+                );
             }
+            assert_eq!(
+                snap.phones_shared().count(),
+                snap.phone_count(),
+                "round {round}"
+            );
             for (mac, p) in &state {
                 assert_eq!(
                     snap.phone(*mac).map(|q| &q.label),
