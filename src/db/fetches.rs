@@ -167,6 +167,63 @@ pub async fn insert_batch(
     futures_util::pin_mut!(sink);
     sink.send(buf.freeze()).await?;
     sink.finish().await?;
+    record_served(tx, events.iter().filter(|e| live.contains(&e.tenant))).await
+}
+
+/// Keeps `phone_files_served` (sql/V9) up to date with the served per-device files among `events`: the
+/// newest of each (tenant, phone, file) in the batch, unless a newer one is stored already. Keys are
+/// upserted in sorted order, so two writers' batches lock rows in the same order and cannot deadlock.
+async fn record_served<'a>(
+    tx: &deadpool_postgres::Transaction<'_>,
+    events: impl Iterator<Item = &'a NewFetch>,
+) -> Result<(), DbError> {
+    use std::collections::btree_map::{BTreeMap, Entry};
+    let mut newest: BTreeMap<(Uuid, &str, &str), (&[u8], OffsetDateTime)> = BTreeMap::new();
+    for e in events.filter(|e| e.outcome == "served") {
+        let (Some(mac), Some(sha)) = (&e.phone, &e.sha256) else {
+            continue;
+        };
+        match newest.entry((e.tenant, mac, &e.file_name)) {
+            Entry::Vacant(v) => {
+                v.insert((sha, e.at));
+            }
+            // A later event of the batch wins a tie: the batch is in the order transfers ended.
+            Entry::Occupied(mut o) if o.get().1 <= e.at => {
+                o.insert((sha, e.at));
+            }
+            Entry::Occupied(_) => {}
+        }
+    }
+    if newest.is_empty() {
+        return Ok(());
+    }
+    let n = newest.len();
+    let (mut tenants, mut macs, mut files, mut shas, mut ats) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for ((tenant, mac, file), (sha, at)) in newest {
+        tenants.push(tenant);
+        macs.push(mac);
+        files.push(file);
+        shas.push(sha);
+        ats.push(at);
+    }
+    tx.execute(
+        &tx.prepare_cached(
+            "INSERT INTO phone_files_served (tenant_id, phone_mac, file_name, sha256, at)
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::timestamptz[])
+             ON CONFLICT (tenant_id, phone_mac, file_name) DO UPDATE
+                SET sha256 = EXCLUDED.sha256, at = EXCLUDED.at
+                WHERE phone_files_served.at <= EXCLUDED.at",
+        )
+        .await?,
+        &[&tenants, &macs, &files, &shas, &ats],
+    )
+    .await?;
     Ok(())
 }
 
@@ -259,7 +316,7 @@ pub async fn history(
     Ok(rows.iter().map(fetch_from_row).collect())
 }
 
-/// The last served fetch of each file by each of the given phones: (mac, file name, sha256, at).
+/// The last served copy of each per-device file of each of the given phones: (mac, file name, sha256, at).
 pub async fn last_served(
     c: &impl GenericClient,
     tenant: Uuid,
@@ -267,9 +324,11 @@ pub async fn last_served(
 ) -> Result<Vec<(String, String, Vec<u8>, OffsetDateTime)>, DbError> {
     let rows = c
         .query(
-            &c.prepare_cached("SELECT DISTINCT ON (phone_mac, file_name) phone_mac, file_name, sha256, at FROM fetch_events
-             WHERE tenant_id = $1 AND phone_mac = ANY($2) AND outcome = 'served' AND sha256 IS NOT NULL
-             ORDER BY phone_mac, file_name, id DESC").await?,
+            &c.prepare_cached(
+                "SELECT phone_mac, file_name, sha256, at FROM phone_files_served
+                 WHERE tenant_id = $1 AND phone_mac = ANY($2)",
+            )
+            .await?,
             &[&tenant, &macs],
         )
         .await?;

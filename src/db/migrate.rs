@@ -42,6 +42,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "deferred_notify",
         include_str!("../../sql/V8__deferred_notify.sql"),
     ),
+    (
+        9,
+        "phone_files_served",
+        include_str!("../../sql/V9__phone_files_served.sql"),
+    ),
 ];
 
 /// Advisory-lock key that serialises concurrent `migrate` runs across processes.

@@ -363,8 +363,8 @@ pub enum Lookup {
     Found(Box<Phone>, Vec<(String, Vec<u8>)>),
 }
 
-/// Reads a phone of the tenant named `slug`, its lines and its last served files: the tenant, the phone
-/// and its fetch history in one statement and one round trip (the API's `GET` of a phone).
+/// Reads a phone of the tenant named `slug`, its lines and its last served files (`phone_files_served`):
+/// the tenant, the phone and what it last got in one statement and one round trip (the API's `GET`).
 pub async fn lookup(
     c: &impl GenericClient,
     slug: &str,
@@ -376,11 +376,8 @@ pub async fn lookup(
                 "SELECT {COLUMNS}, {LINES_JSON}, f.files, f.shas
                  FROM tenants t
                  LEFT JOIN phones p ON p.tenant_id = t.id AND p.mac = $2
-                 LEFT JOIN LATERAL (SELECT array_agg(x.file_name) AS files, array_agg(x.sha256) AS shas FROM (
-                     SELECT DISTINCT ON (e.file_name) e.file_name, e.sha256 FROM fetch_events e
-                     WHERE e.tenant_id = t.id AND e.phone_mac = p.mac AND e.outcome = 'served'
-                       AND e.sha256 IS NOT NULL
-                     ORDER BY e.file_name, e.id DESC) x) f ON true
+                 LEFT JOIN LATERAL (SELECT array_agg(s.file_name) AS files, array_agg(s.sha256) AS shas
+                     FROM phone_files_served s WHERE s.tenant_id = t.id AND s.phone_mac = p.mac) f ON true
                  WHERE t.slug = $1"
             ))
             .await?,

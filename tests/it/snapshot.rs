@@ -153,6 +153,7 @@ async fn pruning_removes_old_tombstones_and_fetch_events_only() {
     let app = TestApp::spawn().await;
     app.create_tenant("acme").await;
     app.put_phone("acme", "0A0000000001").await;
+    app.put_phone("acme", "0A0000000002").await;
     app.call(
         Method::DELETE,
         "/v1/tenants/acme/phones/0A0000000001",
@@ -165,7 +166,12 @@ async fn pruning_removes_old_tombstones_and_fetch_events_only() {
         "UPDATE tombstones SET at = now() - interval '2 hours';
          INSERT INTO fetch_events (at, tenant_id, protocol, source, source_port, file_name, outcome, bytes, duration_us)
          SELECT now() - make_interval(days => d), id, 'tftp', '127.0.0.1', 1000, 'x', 'served', 1, 1
-         FROM tenants, generate_series(1, 100) d;",
+         FROM tenants, generate_series(1, 100) d;
+         -- What phones last got: old for a deleted phone (goes), old for a phone still there (stays),
+         -- recent for a phone that never existed (stays until it is old).
+         INSERT INTO phone_files_served (tenant_id, phone_mac, file_name, sha256, at)
+         SELECT id, mac, 'SIP' || mac || '.cnf', '\\x00', now() - make_interval(days => d)
+         FROM tenants, (VALUES ('0A0000000001', 40), ('0A0000000002', 40), ('0A0000000003', 1)) v (mac, d);",
     )
     .await
     .unwrap();
@@ -183,7 +189,15 @@ async fn pruning_removes_old_tombstones_and_fetch_events_only() {
         29,
         "days 1..=29 stay"
     );
-    assert_eq!(gone, 1 + 71);
+    let kept: Vec<String> = c
+        .query("SELECT phone_mac FROM phone_files_served ORDER BY 1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(kept, ["0A0000000002", "0A0000000003"]);
+    assert_eq!(gone, 1 + 71 + 1);
 }
 
 #[tokio::test]
@@ -334,6 +348,132 @@ async fn fetch_events_go_with_their_tenant_and_a_deleted_tenants_batch_is_not_st
     assert_eq!(
         tenants_of("SELECT tenant_id FROM fetch_events ORDER BY source_port").await,
         vec![other, other]
+    );
+}
+
+#[tokio::test]
+async fn each_phone_files_last_served_copy_is_kept_newest_first_and_goes_with_its_tenant() {
+    use dialtone::db::fetches::NewFetch;
+    use time::{Duration, OffsetDateTime};
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    app.create_tenant("other").await;
+    let c = connect(&app.db_url).await;
+    let tenant_id = |slug: &'static str| {
+        let c = &c;
+        async move {
+            c.query_one("SELECT id FROM tenants WHERE slug = $1", &[&slug])
+                .await
+                .unwrap()
+                .get::<_, uuid::Uuid>(0)
+        }
+    };
+    let (acme, other) = (tenant_id("acme").await, tenant_id("other").await);
+    let t0 = OffsetDateTime::now_utc();
+    let at = |s: i64| t0 + Duration::seconds(s);
+    let served = |tenant, phone: Option<&str>, file: &str, sha: u8, when| NewFetch {
+        at: when,
+        tenant,
+        protocol: "tftp",
+        source: "127.0.0.1".parse().unwrap(),
+        source_port: 1000,
+        file_name: file.into(),
+        phone: phone.map(str::to_owned),
+        outcome: "served",
+        bytes: 100,
+        duration_us: 5,
+        sha256: Some(vec![sha; 32]),
+    };
+    let pool = dialtone::db::pool(&app.db_url, 1).unwrap();
+    let store = |events: Vec<NewFetch>| {
+        let pool = &pool;
+        async move {
+            let mut client = pool.get().await.unwrap();
+            let tx = client.transaction().await.unwrap();
+            dialtone::db::fetches::insert_batch(&tx, &events)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    let (a, b) = ("0A0000000001", "0B0000000002");
+    let (sip_a, sep_a) = ("SIP0A0000000001.cnf", "SEP0A0000000001.cnf.xml");
+    // One batch: two copies of A's SIP file (the later wins, however they are ordered), A's SEP file,
+    // a tenant-wide file (no phone), a failed fetch with a phone, and B of the other tenant.
+    store(vec![
+        served(acme, Some(a), sip_a, 2, at(2)),
+        served(acme, Some(a), sip_a, 1, at(1)),
+        served(acme, Some(a), sep_a, 3, at(1)),
+        served(acme, None, "SIPDefault.cnf", 4, at(1)),
+        NewFetch {
+            outcome: "not_found",
+            sha256: None,
+            ..served(acme, Some(a), "SIP0A0000000001.cnf.bak", 0, at(3))
+        },
+        served(other, Some(b), "SIP0B0000000002.cnf", 5, at(1)),
+    ])
+    .await;
+    let rows = || {
+        let c = &c;
+        async move {
+            c.query(
+                "SELECT tenant_id, phone_mac, file_name, sha256 FROM phone_files_served
+                 ORDER BY phone_mac, file_name",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let sha: Vec<u8> = r.get(3);
+                (
+                    r.get::<_, uuid::Uuid>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, String>(2),
+                    sha[0],
+                )
+            })
+            .collect::<Vec<_>>()
+        }
+    };
+    let want = |sip_a_sha: u8| {
+        vec![
+            (acme, a.to_owned(), sep_a.to_owned(), 3),
+            (acme, a.to_owned(), sip_a.to_owned(), sip_a_sha),
+            (other, b.to_owned(), "SIP0B0000000002.cnf".to_owned(), 5),
+        ]
+    };
+    assert_eq!(rows().await, want(2));
+    // A later batch with an older copy (a slow transfer that ended late) does not replace it.
+    store(vec![served(acme, Some(a), sip_a, 6, at(0))]).await;
+    assert_eq!(rows().await, want(2));
+    store(vec![served(acme, Some(a), sip_a, 7, at(5))]).await;
+    assert_eq!(rows().await, want(7));
+    // The API reads it: the phone exists and its last SIP file is not what it would get now.
+    app.put_phone("acme", a).await;
+    let r = app
+        .call(
+            Method::GET,
+            &format!("/v1/tenants/acme/phones/{a}"),
+            Some(&app.admin()),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, reqwest::StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["config_state"], "outdated", "{}", r.text);
+    let r = app
+        .call(
+            Method::DELETE,
+            "/v1/tenants/acme?cascade=true",
+            Some(&app.admin()),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, reqwest::StatusCode::NO_CONTENT, "{}", r.text);
+    assert_eq!(
+        rows().await,
+        vec![(other, b.to_owned(), "SIP0B0000000002.cnf".to_owned(), 5)],
+        "the deleted tenant's rows went with it"
     );
 }
 
