@@ -163,6 +163,7 @@ pub async fn start(
             shutdown.clone(),
         ));
         let state = AppState {
+            shared: db::SharedConnection::new(pool.clone()),
             pool,
             keys: Arc::new(keys(config)?),
             metrics: Arc::new(HttpMetrics::default()),

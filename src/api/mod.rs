@@ -46,6 +46,9 @@ use crate::metrics::HttpMetrics;
 pub struct AppState {
     /// Database pool.
     pub pool: Pool,
+    /// A connection of `pool` shared by quick single-statement reads (GET of a phone): see
+    /// [`crate::db::SharedConnection`].
+    pub shared: crate::db::SharedConnection,
     /// Token keys.
     pub keys: Arc<Keys>,
     /// Request metrics.
@@ -147,6 +150,7 @@ impl ApiServer {
                     if let Ok(mut all) = own.worker_pools.lock() {
                         all.push(pool.clone());
                     }
+                    own.shared = crate::db::SharedConnection::new(pool.clone());
                     own.pool = pool;
                     web::Data::new(own)
                 }

@@ -337,8 +337,8 @@ pub async fn get_phone(
     if slug.parse::<TenantSlug>().is_err() {
         return Err(ApiError::NotFound("no such tenant".into()));
     }
-    let client = state.pool.get().await.map_err(db::DbError::from)?;
-    let (mut phone, served) = match db::phones::lookup(&client, &slug, &mac).await? {
+    let client = state.shared.get().await?;
+    let (mut phone, served) = match db::phones::lookup(&*client, &slug, &mac).await? {
         Lookup::NoTenant => return Err(ApiError::NotFound("no such tenant".into())),
         Lookup::NoPhone => return Err(ApiError::NotFound("no such phone in this tenant".into())),
         Lookup::Found(phone, served) => (phone, served),

@@ -158,6 +158,51 @@ impl PoolSpec {
     }
 }
 
+/// One pooled connection that many requests use at the same time: tokio-postgres pipelines their
+/// statements on it, so one backend answers them back to back instead of one backend being woken per
+/// request. Measured on 2 cores, API GET of a phone with 8 clients: PostgreSQL CPU per request 0.051 ms
+/// with a connection per request (8 per worker), 0.031 ms sharing one (and 27,000 instead of 18,000
+/// requests/s). Only for reads by key that finish quickly: a slow statement would hold up the others, a
+/// transaction needs a connection of its own, and writes gain nothing (the one-statement phone create was
+/// slower on it: 2,100-2,150 instead of 3,070-3,130 creates/s). Kept until it breaks, then replaced.
+#[derive(Clone)]
+pub struct SharedConnection {
+    pool: Pool,
+    current: std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<deadpool_postgres::Object>>>>,
+}
+
+impl SharedConnection {
+    /// Shares a connection of `pool` (taken on first use; it stays checked out).
+    pub fn new(pool: Pool) -> SharedConnection {
+        SharedConnection {
+            pool,
+            current: Default::default(),
+        }
+    }
+
+    fn live(&self) -> Option<std::sync::Arc<deadpool_postgres::Object>> {
+        let slot = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        slot.as_ref().filter(|c| !c.is_closed()).cloned()
+    }
+
+    /// The shared connection: the current one, or a new one from the pool when there is none or it broke.
+    pub async fn get(&self) -> Result<std::sync::Arc<deadpool_postgres::Object>, DbError> {
+        if let Some(c) = self.live() {
+            return Ok(c);
+        }
+        let fresh = std::sync::Arc::new(self.pool.get().await?);
+        let mut slot = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        match slot.as_ref().filter(|c| !c.is_closed()) {
+            // Another request replaced it meanwhile: share that one (ours goes back to the pool).
+            Some(other) => Ok(other.clone()),
+            None => {
+                *slot = Some(fresh.clone());
+                Ok(fresh)
+            }
+        }
+    }
+}
+
 /// Builds a connection pool (connections are made lazily; waits for a free one at most 2 s).
 pub fn pool(url: &str, max_size: usize) -> Result<Pool, DbError> {
     PoolSpec::parse(url, max_size)?.build()

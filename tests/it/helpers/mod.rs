@@ -121,6 +121,7 @@ impl TestApp {
         let pool = dialtone::db::pool(&db_url, 8).unwrap();
         let snapshot = SnapshotHandle::default();
         let state = AppState {
+            shared: dialtone::db::SharedConnection::new(pool.clone()),
             pool,
             keys: keys.clone(),
             metrics: Arc::new(HttpMetrics::default()),
