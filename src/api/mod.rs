@@ -32,7 +32,7 @@ use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
-pub use changes::ChangeNotifier;
+pub use changes::{ChangeNotifier, NOTIFY_GAP};
 pub use error::{ApiError, Problem};
 pub use extract::etag;
 pub use imports::parse_import_csv;

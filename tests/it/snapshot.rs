@@ -477,6 +477,56 @@ async fn each_phone_files_last_served_copy_is_kept_newest_first_and_goes_with_it
     );
 }
 
+#[tokio::test]
+async fn api_change_notifications_are_spaced_and_the_last_write_is_always_announced() {
+    use dialtone::api::{ChangeNotifier, NOTIFY_GAP};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    let app = TestApp::spawn().await;
+    let (_listen, mut heard) = listener(&app.db_url).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while heard.try_recv().is_ok() {}
+    // When each notification arrived.
+    let arrivals = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    let collector = {
+        let arrivals = arrivals.clone();
+        tokio::spawn(async move {
+            while heard.recv().await.is_some() {
+                arrivals.lock().unwrap().push(Instant::now());
+            }
+        })
+    };
+    let notifier = ChangeNotifier::default();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let pool = dialtone::db::pool(&app.db_url, 2).unwrap();
+    tokio::spawn(notifier.clone().run(pool, shutdown.clone()));
+    // A write request about every millisecond for 300 ms: many more than one per gap.
+    let start = Instant::now();
+    let (mut signals, mut last) = (0, start);
+    while start.elapsed() < Duration::from_millis(300) {
+        notifier.signal();
+        last = Instant::now();
+        signals += 1;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tokio::time::sleep(NOTIFY_GAP * 20).await;
+    shutdown.cancel();
+    collector.abort();
+    let arrivals = arrivals.lock().unwrap().clone();
+    assert!(
+        arrivals.iter().any(|&t| t > last),
+        "the last signal was never announced ({} notifications)",
+        arrivals.len()
+    );
+    let gaps = (last - start).as_millis() / NOTIFY_GAP.as_millis();
+    assert!(
+        arrivals.len() as u128 <= gaps + 2,
+        "{} notifications for {signals} signals in {:?}: more than one per {NOTIFY_GAP:?}",
+        arrivals.len(),
+        last - start
+    );
+}
+
 /// A client LISTENing on the change channel, and the notifications it receives.
 async fn listener(
     url: &str,
