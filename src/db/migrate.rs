@@ -47,6 +47,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "phone_files_served",
         include_str!("../../sql/V9__phone_files_served.sql"),
     ),
+    (
+        10,
+        "fetch_events_phone_index",
+        include_str!("../../sql/V10__fetch_events_phone_index.sql"),
+    ),
 ];
 
 /// Advisory-lock key that serialises concurrent `migrate` runs across processes.
