@@ -8,8 +8,9 @@
 -- Kept beyond the fetch-history retention while the phone exists in the tenant (a phone that last fetched
 -- two months ago still has that file: it is `outdated` or `current`, not `never_fetched`); rows of phones
 -- no longer in the tenant go with the retention (db::maintenance::prune), and all of a tenant's rows go
--- with the tenant. Only `sha256` and `at` change on an update and neither is indexed, so a phone that
--- fetches the same file again is a HOT update in place; the fillfactor leaves room on each page for it.
+-- with the tenant. A copy with the content already stored is not written again, so `at` is when the phone
+-- first got what it has now. Only `sha256` and `at` change on an update and neither is indexed: a phone
+-- that gets new content is a HOT update in place; the fillfactor leaves room on each page for it.
 CREATE TABLE phone_files_served (
     tenant_id uuid NOT NULL,
     phone_mac text NOT NULL,

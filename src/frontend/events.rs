@@ -171,6 +171,7 @@ pub async fn run_writer(
     // Each batch has an id stored with it, so that retrying a batch whose commit was lost with the
     // connection cannot store it twice, and so that such a batch, if given up, can be looked up later.
     let mut pending: Vec<Batch> = Vec::new();
+    let mut stored = ServedCache::default();
     // Batches given up after a failed attempt (their COMMIT may have gone through): (id, events).
     let mut unconfirmed: Vec<(uuid::Uuid, u64)> = Vec::new();
     loop {
@@ -184,7 +185,8 @@ pub async fn run_writer(
             if raw.is_empty() {
                 break;
             }
-            let (fetches, sightings) = resolve(&queue, &snapshot, raw);
+            let (mut fetches, sightings) = resolve(&queue, &snapshot, raw);
+            stored.mark_known(&mut fetches);
             pending.push(Batch {
                 id: uuid::Uuid::new_v4(),
                 fetches,
@@ -211,6 +213,7 @@ pub async fn run_writer(
                     queue
                         .written
                         .fetch_add(b.fetches.len() as u64, Ordering::Relaxed);
+                    stored.remember(&b.fetches);
                     pending.remove(0);
                 }
                 Err(e) => {
@@ -237,6 +240,72 @@ pub async fn run_writer(
         if stop {
             return;
         }
+    }
+}
+
+/// What this writer stored in `phone_files_served` lately, so that a phone fetching a file it already got
+/// (every reboot and resync) costs that table nothing: the upsert was ~2.5 µs of PostgreSQL time per
+/// per-device fetch. A hash of (tenant, phone, file name) to the first 8 bytes of the content's SHA-256.
+/// Forgotten every [`SERVED_CACHE_AGE`] and beyond [`SERVED_CACHE_KEYS`] keys, so a row removed behind the
+/// writer's back (its tenant deleted, pruned) is written again by a later fetch.
+struct ServedCache {
+    keys: HashMap<u64, u64, foldhash::fast::RandomState>,
+    since: std::time::Instant,
+}
+
+/// How long [`ServedCache`] trusts what it remembers.
+const SERVED_CACHE_AGE: Duration = Duration::from_secs(600);
+/// Most keys [`ServedCache`] holds (~24 MB).
+const SERVED_CACHE_KEYS: usize = 1 << 20;
+
+impl Default for ServedCache {
+    fn default() -> Self {
+        ServedCache {
+            keys: HashMap::default(),
+            since: std::time::Instant::now(),
+        }
+    }
+}
+
+impl ServedCache {
+    /// The key and content of a served per-device file of a phone; `None` for any other event.
+    fn entry(&self, e: &NewFetch) -> Option<(u64, u64)> {
+        use std::hash::BuildHasher;
+        let (Some(phone), Some(sha), "served") = (&e.phone, &e.sha256, e.outcome) else {
+            return None;
+        };
+        let key = self.keys.hasher().hash_one((e.tenant, phone, &e.file_name));
+        let content = u64::from_le_bytes(sha.get(..8)?.try_into().ok()?);
+        Some((key, content))
+    }
+
+    /// Marks the events whose phone, file and content this writer stored lately.
+    fn mark_known(&mut self, fetches: &mut [NewFetch]) {
+        if self.since.elapsed() > SERVED_CACHE_AGE || self.keys.len() > SERVED_CACHE_KEYS {
+            self.keys.clear();
+            self.since = std::time::Instant::now();
+        }
+        for e in fetches.iter_mut() {
+            if let Some((key, content)) = self.entry(e) {
+                e.served_known = self.keys.get(&key) == Some(&content);
+            }
+        }
+    }
+
+    /// Remembers what a committed batch stored: of each key, the copy `db::fetches` wrote (the newest by
+    /// time, the later one of a tie).
+    fn remember(&mut self, fetches: &[NewFetch]) {
+        let mut newest: HashMap<u64, (u64, OffsetDateTime)> = HashMap::new();
+        for e in fetches {
+            if let Some((key, content)) = self.entry(e) {
+                let slot = newest.entry(key).or_insert((content, e.at));
+                if slot.1 <= e.at {
+                    *slot = (content, e.at);
+                }
+            }
+        }
+        self.keys
+            .extend(newest.into_iter().map(|(key, (content, _))| (key, content)));
     }
 }
 
@@ -330,6 +399,7 @@ fn resolve(
             bytes: e.bytes as i64,
             duration_us: e.duration.as_micros() as i64,
             sha256,
+            served_known: false,
         });
     }
     let mut counts = queue.counts.lock().unwrap_or_else(|e| e.into_inner());
@@ -429,6 +499,52 @@ mod tests {
             copy[0].sha256.as_deref(),
             Some(&Sha256::digest(b"firmware image")[..])
         );
+    }
+
+    #[test]
+    fn a_phone_file_stored_lately_with_the_same_content_is_known_and_nothing_else_is() {
+        let fetch = |mac: &str, file: &str, sha: u8, secs: i64| NewFetch {
+            at: OffsetDateTime::UNIX_EPOCH + Duration::from_secs(secs as u64),
+            tenant: uuid::Uuid::nil(),
+            protocol: "tftp",
+            source: "127.0.1.5".parse().unwrap(),
+            source_port: 1000,
+            file_name: file.into(),
+            phone: Some(mac.into()),
+            outcome: "served",
+            bytes: 1,
+            duration_us: 1,
+            sha256: Some(vec![sha; 32]),
+            served_known: false,
+        };
+        let mut cache = ServedCache::default();
+        // Two copies of one file in a batch: the newer one is what the table holds.
+        cache.remember(&[
+            fetch("0A0000000001", "SIP0A0000000001.cnf", 2, 2),
+            fetch("0A0000000001", "SIP0A0000000001.cnf", 1, 1),
+        ]);
+        let mut next = vec![
+            fetch("0A0000000001", "SIP0A0000000001.cnf", 2, 3),
+            fetch("0A0000000001", "SIP0A0000000001.cnf", 1, 3),
+            fetch("0A0000000002", "SIP0A0000000001.cnf", 2, 3),
+            fetch("0A0000000001", "SEP0A0000000001.cnf.xml", 2, 3),
+            NewFetch {
+                tenant: uuid::Uuid::from_u128(1),
+                ..fetch("0A0000000001", "SIP0A0000000001.cnf", 2, 3)
+            },
+            NewFetch {
+                outcome: "aborted",
+                ..fetch("0A0000000001", "SIP0A0000000001.cnf", 2, 3)
+            },
+        ];
+        cache.mark_known(&mut next);
+        let known: Vec<bool> = next.iter().map(|e| e.served_known).collect();
+        assert_eq!(known, [true, false, false, false, false, false]);
+        // Past its age it trusts nothing.
+        cache.since -= SERVED_CACHE_AGE + Duration::from_secs(1);
+        let mut again = vec![fetch("0A0000000001", "SIP0A0000000001.cnf", 2, 4)];
+        cache.mark_known(&mut again);
+        assert!(!again[0].served_known);
     }
 
     #[test]

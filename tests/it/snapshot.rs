@@ -290,6 +290,7 @@ async fn fetch_events_go_with_their_tenant_and_a_deleted_tenants_batch_is_not_st
         bytes: 100,
         duration_us: 5,
         sha256: Some(vec![n as u8; 32]),
+        served_known: false,
     };
     let pool = dialtone::db::pool(&app.db_url, 1).unwrap();
     let store = |events: Vec<dialtone::db::fetches::NewFetch>| {
@@ -383,6 +384,7 @@ async fn each_phone_files_last_served_copy_is_kept_newest_first_and_goes_with_it
         bytes: 100,
         duration_us: 5,
         sha256: Some(vec![sha; 32]),
+        served_known: false,
     };
     let pool = dialtone::db::pool(&app.db_url, 1).unwrap();
     let store = |events: Vec<NewFetch>| {
@@ -448,6 +450,25 @@ async fn each_phone_files_last_served_copy_is_kept_newest_first_and_goes_with_it
     store(vec![served(acme, Some(a), sip_a, 6, at(0))]).await;
     assert_eq!(rows().await, want(2));
     store(vec![served(acme, Some(a), sip_a, 7, at(5))]).await;
+    assert_eq!(rows().await, want(7));
+    // The same content fetched again is not written again: `at` stays when the phone first got it.
+    store(vec![served(acme, Some(a), sip_a, 7, at(9))]).await;
+    let first_got: OffsetDateTime = c
+        .query_one(
+            "SELECT at FROM phone_files_served WHERE phone_mac = $1 AND file_name = $2",
+            &[&a, &sip_a],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let micros = |t: OffsetDateTime| t.unix_timestamp_nanos() / 1000;
+    assert_eq!(micros(first_got), micros(at(5)));
+    // An event the writer knows to be stored already is kept as an event but writes no row.
+    store(vec![NewFetch {
+        served_known: true,
+        ..served(acme, Some(a), sip_a, 8, at(10))
+    }])
+    .await;
     assert_eq!(rows().await, want(7));
     // The API reads it: the phone exists and its last SIP file is not what it would get now.
     app.put_phone("acme", a).await;
