@@ -18,6 +18,24 @@ async fn connect(url: &str) -> tokio_postgres::Client {
     c
 }
 
+/// The id of the tenant named `slug`.
+async fn tenant_id(c: &tokio_postgres::Client, slug: &str) -> uuid::Uuid {
+    c.query_one("SELECT id FROM tenants WHERE slug = $1", &[&slug])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Stores `events` as the fetch-event writer does: one batch, one transaction.
+async fn store_batch(pool: &dialtone::db::Pool, events: Vec<dialtone::db::fetches::NewFetch>) {
+    let mut client = pool.get().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    dialtone::db::fetches::insert_batch(&tx, &events)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
 /// Everything a phone renders from, in a comparable form.
 fn phones(s: &Snapshot) -> Vec<String> {
     let mut v: Vec<String> = s
@@ -268,16 +286,7 @@ async fn fetch_events_go_with_their_tenant_and_a_deleted_tenants_batch_is_not_st
     app.create_tenant("acme").await;
     app.create_tenant("other").await;
     let c = connect(&app.db_url).await;
-    let id = |slug: &'static str| {
-        let c = &c;
-        async move {
-            c.query_one("SELECT id FROM tenants WHERE slug = $1", &[&slug])
-                .await
-                .unwrap()
-                .get::<_, uuid::Uuid>(0)
-        }
-    };
-    let (acme, other) = (id("acme").await, id("other").await);
+    let (acme, other) = (tenant_id(&c, "acme").await, tenant_id(&c, "other").await);
     let event = |tenant: uuid::Uuid, n: u16| dialtone::db::fetches::NewFetch {
         at: time::OffsetDateTime::now_utc(),
         tenant,
@@ -293,17 +302,7 @@ async fn fetch_events_go_with_their_tenant_and_a_deleted_tenants_batch_is_not_st
         served_known: false,
     };
     let pool = dialtone::db::pool(&app.db_url, 1).unwrap();
-    let store = |events: Vec<dialtone::db::fetches::NewFetch>| {
-        let pool = &pool;
-        async move {
-            let mut client = pool.get().await.unwrap();
-            let tx = client.transaction().await.unwrap();
-            dialtone::db::fetches::insert_batch(&tx, &events)
-                .await
-                .unwrap();
-            tx.commit().await.unwrap();
-        }
-    };
+    let store = |events| store_batch(&pool, events);
     store(vec![event(acme, 1), event(other, 2), event(acme, 3)]).await;
     let rows = c
         .query(
@@ -360,16 +359,7 @@ async fn each_phone_files_last_served_copy_is_kept_newest_first_and_goes_with_it
     app.create_tenant("acme").await;
     app.create_tenant("other").await;
     let c = connect(&app.db_url).await;
-    let tenant_id = |slug: &'static str| {
-        let c = &c;
-        async move {
-            c.query_one("SELECT id FROM tenants WHERE slug = $1", &[&slug])
-                .await
-                .unwrap()
-                .get::<_, uuid::Uuid>(0)
-        }
-    };
-    let (acme, other) = (tenant_id("acme").await, tenant_id("other").await);
+    let (acme, other) = (tenant_id(&c, "acme").await, tenant_id(&c, "other").await);
     let t0 = OffsetDateTime::now_utc();
     let at = |s: i64| t0 + Duration::seconds(s);
     let served = |tenant, phone: Option<&str>, file: &str, sha: u8, when| NewFetch {
@@ -387,17 +377,7 @@ async fn each_phone_files_last_served_copy_is_kept_newest_first_and_goes_with_it
         served_known: false,
     };
     let pool = dialtone::db::pool(&app.db_url, 1).unwrap();
-    let store = |events: Vec<NewFetch>| {
-        let pool = &pool;
-        async move {
-            let mut client = pool.get().await.unwrap();
-            let tx = client.transaction().await.unwrap();
-            dialtone::db::fetches::insert_batch(&tx, &events)
-                .await
-                .unwrap();
-            tx.commit().await.unwrap();
-        }
-    };
+    let store = |events| store_batch(&pool, events);
     let (a, b) = ("0A0000000001", "0B0000000002");
     let (sip_a, sep_a) = ("SIP0A0000000001.cnf", "SEP0A0000000001.cnf.xml");
     // One batch: two copies of A's SIP file (the later wins, however they are ordered), A's SEP file,
