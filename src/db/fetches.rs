@@ -173,33 +173,39 @@ pub async fn insert_batch(
     record_served(tx, events.iter().filter(|e| live.contains(&e.tenant))).await
 }
 
-/// Keeps `phone_files_served` (sql/V9) up to date with the served per-device files among `events`: the
-/// newest of each (tenant, phone, file) in the batch, unless a newer one is stored already. A copy whose
-/// content is already stored is skipped by a plain index lookup: phones mostly fetch unchanged files
-/// again, and an update to the same content cost 4-9 µs a row against 0.5-0.7 µs for the lookup (5,000-row
-/// batches). Keys are upserted in sorted order, so two writers' batches lock rows in the same order and
-/// cannot deadlock.
+/// Of each (tenant, phone, per-device file) among the served `events` that `phone_files_served` is not
+/// known to hold already, the copy to store: the newest by time, the later one of a tie (a batch is in the
+/// order transfers ended). In key order. The writer's memory of what it stored uses the same choice.
+pub fn newest_served<'a>(
+    events: impl IntoIterator<Item = &'a NewFetch>,
+) -> std::collections::BTreeMap<(Uuid, &'a str, &'a str), (&'a [u8], OffsetDateTime)> {
+    let mut newest = std::collections::BTreeMap::new();
+    for e in events {
+        let (Some(mac), Some(sha), "served", false) =
+            (&e.phone, &e.sha256, e.outcome, e.served_known)
+        else {
+            continue;
+        };
+        let slot = newest
+            .entry((e.tenant, mac.as_str(), e.file_name.as_str()))
+            .or_insert((sha.as_slice(), e.at));
+        if slot.1 <= e.at {
+            *slot = (sha.as_slice(), e.at);
+        }
+    }
+    newest
+}
+
+/// Keeps `phone_files_served` (sql/V9) up to date with [`newest_served`] of `events`, unless a newer copy
+/// is stored already. A copy whose content is already stored is skipped by a plain index lookup: phones
+/// mostly fetch unchanged files again, and an update to the same content cost 4-9 µs a row against
+/// 0.5-0.7 µs for the lookup (5,000-row batches). Keys are upserted in sorted order, so two writers'
+/// batches lock rows in the same order and cannot deadlock.
 async fn record_served<'a>(
     tx: &deadpool_postgres::Transaction<'_>,
     events: impl Iterator<Item = &'a NewFetch>,
 ) -> Result<(), DbError> {
-    use std::collections::btree_map::{BTreeMap, Entry};
-    let mut newest: BTreeMap<(Uuid, &str, &str), (&[u8], OffsetDateTime)> = BTreeMap::new();
-    for e in events.filter(|e| e.outcome == "served" && !e.served_known) {
-        let (Some(mac), Some(sha)) = (&e.phone, &e.sha256) else {
-            continue;
-        };
-        match newest.entry((e.tenant, mac, &e.file_name)) {
-            Entry::Vacant(v) => {
-                v.insert((sha, e.at));
-            }
-            // A later event of the batch wins a tie: the batch is in the order transfers ended.
-            Entry::Occupied(mut o) if o.get().1 <= e.at => {
-                o.insert((sha, e.at));
-            }
-            Entry::Occupied(_) => {}
-        }
-    }
+    let newest = newest_served(events);
     if newest.is_empty() {
         return Ok(());
     }

@@ -14,6 +14,7 @@ pub mod templates;
 pub mod tenants;
 
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
@@ -168,7 +169,7 @@ impl PoolSpec {
 #[derive(Clone)]
 pub struct SharedConnection {
     pool: Pool,
-    current: std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<deadpool_postgres::Object>>>>,
+    current: Arc<Mutex<Option<Arc<deadpool_postgres::Object>>>>,
 }
 
 impl SharedConnection {
@@ -180,26 +181,26 @@ impl SharedConnection {
         }
     }
 
-    fn live(&self) -> Option<std::sync::Arc<deadpool_postgres::Object>> {
-        let slot = self.current.lock().unwrap_or_else(|e| e.into_inner());
+    /// The connection in `slot`, unless there is none or it broke.
+    fn usable(
+        slot: &Option<Arc<deadpool_postgres::Object>>,
+    ) -> Option<Arc<deadpool_postgres::Object>> {
         slot.as_ref().filter(|c| !c.is_closed()).cloned()
     }
 
     /// The shared connection: the current one, or a new one from the pool when there is none or it broke.
-    pub async fn get(&self) -> Result<std::sync::Arc<deadpool_postgres::Object>, DbError> {
-        if let Some(c) = self.live() {
+    pub async fn get(&self) -> Result<Arc<deadpool_postgres::Object>, DbError> {
+        let lock = || self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = Self::usable(&lock()) {
             return Ok(c);
         }
-        let fresh = std::sync::Arc::new(self.pool.get().await?);
-        let mut slot = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        match slot.as_ref().filter(|c| !c.is_closed()) {
-            // Another request replaced it meanwhile: share that one (ours goes back to the pool).
-            Some(other) => Ok(other.clone()),
-            None => {
-                *slot = Some(fresh.clone());
-                Ok(fresh)
-            }
-        }
+        let fresh = Arc::new(self.pool.get().await?);
+        let mut slot = lock();
+        // Another request may have replaced it meanwhile: share that one (ours goes back to the pool).
+        Ok(Self::usable(&slot).unwrap_or_else(|| {
+            *slot = Some(fresh.clone());
+            fresh
+        }))
     }
 }
 

@@ -169,14 +169,15 @@ async fn read_phones(
         "SELECT mac, tenant_id, model, label, enabled, settings FROM phones";
     const LINE_COLUMNS: &str =
         "SELECT phone_mac, number, auth_name, password, display_name, short_label FROM phone_lines";
-    let (phone_rows, line_rows) = match since {
-        // Every line first, then every phone: one pass over each table, the lines' rows gone before the
-        // phones' are read (a cold load of 1,000,000 phones).
+    let (mut lines, phone_rows) = match since {
+        // Every line, then every phone: one pass over each table, the lines' rows folded into the map
+        // before the phones' are read (a cold load of 1,000,000 phones).
         None => {
             let lines = tx
                 .query(&format!("{LINE_COLUMNS} ORDER BY phone_mac, position"), &[])
                 .await?;
-            (None, lines)
+            let lines = lines_by_phone(lines);
+            (lines, tx.query(PHONE_COLUMNS, &[]).await?)
         }
         // The phones written since, then the lines of exactly those by primary key. Selecting the lines
         // with the snapshot condition in a subquery was planned as a hash join over every line of every
@@ -198,22 +199,8 @@ async fn read_phones(
                 )
                 .await?
             };
-            (Some(phones), lines)
+            (lines_by_phone(lines), phones)
         }
-    };
-    let mut lines: HashMap<String, Vec<LineView>> = HashMap::new();
-    for r in line_rows {
-        lines.entry(r.get(0)).or_default().push(LineView {
-            number: r.get(1),
-            auth_name: r.get(2),
-            password: r.get::<_, Option<String>>(3).unwrap_or_default(),
-            display_name: r.get(4),
-            short_label: r.get(5),
-        });
-    }
-    let phone_rows = match phone_rows {
-        Some(rows) => rows,
-        None => tx.query(PHONE_COLUMNS, &[]).await?,
     };
     let mut phones = Vec::new();
     for r in phone_rows {
@@ -237,6 +224,22 @@ async fn read_phones(
         }));
     }
     Ok(phones)
+}
+
+/// Rows of `phone_lines` (phone_mac, number, auth_name, password, display_name, short_label), in key
+/// order, by phone.
+fn lines_by_phone(rows: Vec<tokio_postgres::Row>) -> HashMap<String, Vec<LineView>> {
+    let mut lines: HashMap<String, Vec<LineView>> = HashMap::new();
+    for r in rows {
+        lines.entry(r.get(0)).or_default().push(LineView {
+            number: r.get(1),
+            auth_name: r.get(2),
+            password: r.get::<_, Option<String>>(3).unwrap_or_default(),
+            display_name: r.get(4),
+            short_label: r.get(5),
+        });
+    }
+    lines
 }
 
 /// File names of every scope; tenant files go into their tenant, global ones are returned. Blob contents

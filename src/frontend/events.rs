@@ -268,44 +268,38 @@ impl Default for ServedCache {
 }
 
 impl ServedCache {
-    /// The key and content of a served per-device file of a phone; `None` for any other event.
-    fn entry(&self, e: &NewFetch) -> Option<(u64, u64)> {
+    fn key(&self, tenant: uuid::Uuid, phone: &str, file: &str) -> u64 {
         use std::hash::BuildHasher;
-        let (Some(phone), Some(sha), "served") = (&e.phone, &e.sha256, e.outcome) else {
-            return None;
-        };
-        let key = self.keys.hasher().hash_one((e.tenant, phone, &e.file_name));
-        let content = u64::from_le_bytes(sha.get(..8)?.try_into().ok()?);
-        Some((key, content))
+        self.keys.hasher().hash_one((tenant, phone, file))
     }
 
-    /// Marks the events whose phone, file and content this writer stored lately.
+    fn content(sha: &[u8]) -> Option<u64> {
+        Some(u64::from_le_bytes(sha.get(..8)?.try_into().ok()?))
+    }
+
+    /// Marks the served per-device files whose phone, file and content this writer stored lately.
     fn mark_known(&mut self, fetches: &mut [NewFetch]) {
         if self.since.elapsed() > SERVED_CACHE_AGE || self.keys.len() > SERVED_CACHE_KEYS {
             self.keys.clear();
             self.since = std::time::Instant::now();
         }
         for e in fetches.iter_mut() {
-            if let Some((key, content)) = self.entry(e) {
-                e.served_known = self.keys.get(&key) == Some(&content);
-            }
+            let (Some(phone), Some(sha), "served") = (&e.phone, &e.sha256, e.outcome) else {
+                continue;
+            };
+            let stored = self.keys.get(&self.key(e.tenant, phone, &e.file_name));
+            e.served_known = stored.is_some() && stored.copied() == Self::content(sha);
         }
     }
 
-    /// Remembers what a committed batch stored: of each key, the copy `db::fetches` wrote (the newest by
-    /// time, the later one of a tie).
+    /// Remembers what a committed batch stored: the copies `db::fetches` chose to write.
     fn remember(&mut self, fetches: &[NewFetch]) {
-        let mut newest: HashMap<u64, (u64, OffsetDateTime)> = HashMap::new();
-        for e in fetches {
-            if let Some((key, content)) = self.entry(e) {
-                let slot = newest.entry(key).or_insert((content, e.at));
-                if slot.1 <= e.at {
-                    *slot = (content, e.at);
-                }
+        for ((tenant, phone, file), (sha, _)) in db::fetches::newest_served(fetches) {
+            if let Some(content) = Self::content(sha) {
+                let key = self.key(tenant, phone, file);
+                self.keys.insert(key, content);
             }
         }
-        self.keys
-            .extend(newest.into_iter().map(|(key, (content, _))| (key, content)));
     }
 }
 
@@ -540,6 +534,22 @@ mod tests {
         cache.mark_known(&mut next);
         let known: Vec<bool> = next.iter().map(|e| e.served_known).collect();
         assert_eq!(known, [true, false, false, false, false, false]);
+        // It remembers what was written: a copy already known is not written again, so a new copy of
+        // the same file in the batch is what the table holds, even when the known one is newer.
+        let mut batch = vec![
+            NewFetch {
+                served_known: true,
+                ..fetch("0A0000000003", "SIP0A0000000003.cnf", 5, 9)
+            },
+            fetch("0A0000000003", "SIP0A0000000003.cnf", 6, 8),
+        ];
+        cache.remember(&batch);
+        batch[0].served_known = false;
+        cache.mark_known(&mut batch);
+        assert_eq!(
+            (batch[0].served_known, batch[1].served_known),
+            (false, true)
+        );
         // Past its age it trusts nothing.
         cache.since -= SERVED_CACHE_AGE + Duration::from_secs(1);
         let mut again = vec![fetch("0A0000000001", "SIP0A0000000001.cnf", 2, 4)];

@@ -76,11 +76,15 @@ async fn a_shared_connection_answers_concurrent_statements_and_is_replaced_when_
         Arc::ptr_eq(&first, &shared.get().await.unwrap()),
         "one connection, shared"
     );
-    // Statements in flight at once on it each get their own answer, in any interleaving.
+    // Requests in flight at once, each asking for the connection as a handler does, share one backend and
+    // each get their own answer, in any interleaving.
     let answers = futures_util::future::join_all((0..64i32).map(|i| {
-        let c = first.clone();
+        let shared = shared.clone();
         async move {
-            let row = c
+            let row = shared
+                .get()
+                .await
+                .unwrap()
                 .query_one("SELECT $1::int * 2, pg_backend_pid()", &[&i])
                 .await
                 .unwrap();
