@@ -108,7 +108,7 @@ pub async fn firmware_status(
     for model in tenant_loads.keys() {
         per_model.entry(*model).or_default();
     }
-    for mac in snap.phones_of(t) {
+    for mac in snap.phones_of(t).iter() {
         let Some(phone) = snap.phone(*mac) else {
             continue;
         };

@@ -362,7 +362,7 @@ fn with_phone_edit(mac_text: &str, edit: impl Fn(&mut PhoneView)) -> Snapshot {
     let tenants: Vec<TenantView> = base.tenants().to_vec();
     let mut phones: Vec<PhoneView> = Vec::new();
     for t in 0..tenants.len() {
-        for m in base.phones_of(t) {
+        for m in base.phones_of(t).iter() {
             let mut p = base.phone(*m).unwrap().clone();
             if p.mac == mac(mac_text) {
                 edit(&mut p);

@@ -503,7 +503,7 @@ pub fn check_template(
         return problems;
     }
     let mut rendered = 0usize;
-    for mac in snap.phones_of(tenant) {
+    for mac in snap.phones_of(tenant).iter() {
         let Some(phone) = snap.phone(*mac) else {
             continue;
         };
