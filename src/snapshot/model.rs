@@ -999,18 +999,22 @@ impl Snapshot {
 mod tests {
     use super::*;
 
+    /// A reproducible pseudo-random source: each call gives a number below its argument.
+    fn xorshift(mut x: u64) -> impl FnMut(u64) -> u64 {
+        move |below| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % below
+        }
+    }
+
     /// The chunked list against a sorted set, through chunk splits (one MAC at a time into one region),
     /// emptied chunks, a MAC that leaves and joins in one delta, and both ways of applying a delta.
     #[test]
     fn mac_list_edits_match_a_sorted_set() {
         let m = |n: u64| MacAddress::from_octets(n.to_be_bytes()[2..].try_into().unwrap());
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = |range: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % range
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         let mut list = MacList::from_sorted(&(0..1500).map(|n| m(n * 4)).collect::<Vec<_>>());
         let (mut splits, mut emptied) = (0, 0);
         let mut model: std::collections::BTreeSet<MacAddress> = list.iter().copied().collect();
@@ -1244,13 +1248,7 @@ mod tests {
                 }
             }
         }
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = |m: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % m
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         for round in 0..30u32 {
             let size = if round == 17 { 3000 } else { 1 + next(40) };
             let (mut changed, mut gone) = (Vec::new(), Vec::new());

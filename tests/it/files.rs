@@ -31,12 +31,7 @@ async fn get_bytes(app: &TestApp, path: &str, token: &str) -> (StatusCode, Vec<u
 }
 
 async fn count(app: &TestApp, sql: &str) -> i64 {
-    let (c, conn) = dialtone::db::parse_config(&app.db_url)
-        .unwrap()
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let c = app.sql().await;
     c.query_one(sql, &[]).await.unwrap().get(0)
 }
 

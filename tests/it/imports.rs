@@ -345,12 +345,7 @@ async fn manual_analyzes(c: &tokio_postgres::Client) -> Vec<i64> {
 async fn a_large_import_refreshes_the_phone_tables_statistics() {
     let app = TestApp::spawn().await;
     app.create_tenant("acme").await;
-    let (c, conn) = dialtone::db::parse_config(&app.db_url)
-        .unwrap()
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let c = app.sql().await;
     assert_eq!(manual_analyzes(&c).await, vec![0, 0]);
     let rows = |from: u64, n: u64| -> Vec<u8> {
         let rows: Vec<Value> = (from..from + n)

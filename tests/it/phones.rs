@@ -67,12 +67,7 @@ async fn a_line_without_a_password_keeps_the_stored_one() {
     assert_eq!(r.body["lines"][0]["password_set"], true);
     assert_eq!(r.body["lines"][1]["password_set"], false);
     let stored: Option<String> = {
-        let (c, conn) = dialtone::db::parse_config(&app.db_url)
-            .unwrap()
-            .connect(tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let c = app.sql().await;
         c.query_one(
             "SELECT password FROM phone_lines WHERE phone_mac = '0004F2A1B2C3' AND position = 1",
             &[],

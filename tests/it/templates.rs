@@ -325,12 +325,7 @@ async fn invalid_templates_are_refused_with_the_failing_phone() {
 async fn save_time_for_a_tenant_with_10000_phones() {
     let app = TestApp::spawn().await;
     let t = app.create_tenant("big").await;
-    let (c, conn) = dialtone::db::parse_config(&app.db_url)
-        .unwrap()
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let c = app.sql().await;
     let id: uuid::Uuid = t["id"].as_str().unwrap().parse().unwrap();
     c.batch_execute(&format!(
         "INSERT INTO phones (mac, id, tenant_id, model, label)

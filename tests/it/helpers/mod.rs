@@ -159,6 +159,17 @@ impl TestApp {
         }
     }
 
+    /// A connection of its own to the app's database, for checks the API does not show.
+    pub async fn sql(&self) -> tokio_postgres::Client {
+        let (c, conn) = dialtone::db::parse_config(&self.db_url)
+            .unwrap()
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test database");
+        tokio::spawn(conn);
+        c
+    }
+
     /// A platform-admin token.
     pub fn admin(&self) -> String {
         self.keys
