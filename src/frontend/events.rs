@@ -287,8 +287,11 @@ impl ServedCache {
             let (Some(phone), Some(sha), "served") = (&e.phone, &e.sha256, e.outcome) else {
                 continue;
             };
-            let stored = self.keys.get(&self.key(e.tenant, phone, &e.file_name));
-            e.served_known = stored.is_some() && stored.copied() == Self::content(sha);
+            let stored = self
+                .keys
+                .get(&self.key(e.tenant, phone, &e.file_name))
+                .copied();
+            e.served_known = stored.is_some() && stored == Self::content(sha);
         }
     }
 

@@ -8,22 +8,37 @@ use serde_json::json;
 
 use crate::helpers::TestApp;
 
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (c, conn) = dialtone::db::parse_config(url)
-        .unwrap()
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    c
-}
-
 /// The id of the tenant named `slug`.
 async fn tenant_id(c: &tokio_postgres::Client, slug: &str) -> uuid::Uuid {
     c.query_one("SELECT id FROM tenants WHERE slug = $1", &[&slug])
         .await
         .unwrap()
         .get(0)
+}
+
+/// A served fetch event of `tenant` (of `phone`'s per-device `file` when a phone is given), its content
+/// `sha` repeated.
+fn served(
+    tenant: uuid::Uuid,
+    phone: Option<&str>,
+    file: &str,
+    sha: u8,
+    at: time::OffsetDateTime,
+) -> dialtone::db::fetches::NewFetch {
+    dialtone::db::fetches::NewFetch {
+        at,
+        tenant,
+        protocol: "tftp",
+        source: "127.0.0.1".parse().unwrap(),
+        source_port: 1000,
+        file_name: file.into(),
+        phone: phone.map(str::to_owned),
+        outcome: "served",
+        bytes: 100,
+        duration_us: 5,
+        sha256: Some(vec![sha; 32]),
+        served_known: false,
+    }
 }
 
 /// Stores `events` as the fetch-event writer does: one batch, one transaction.
@@ -65,14 +80,14 @@ async fn a_delta_equals_a_full_load_even_across_concurrent_commits() {
     for n in 1..=5 {
         app.put_phone("acme", &format!("0A00000000{n:02X}")).await;
     }
-    let mut reader = connect(&app.db_url).await;
+    let mut reader = app.sql().await;
     let mut blobs = BlobCache::new();
     let first = load(&mut reader, &mut blobs, None).await.unwrap();
     assert!(!first.delta);
     assert_eq!(first.snapshot.phone_count(), 5);
 
     // A writer opens a transaction and writes a phone, but does not commit before the next load.
-    let mut writer = connect(&app.db_url).await;
+    let mut writer = app.sql().await;
     let open = writer.transaction().await.unwrap();
     open.batch_execute(
         "INSERT INTO phones (mac, id, tenant_id, model, label) SELECT 'B00000000001', gen_random_uuid(), id, '7960', 'late' FROM tenants WHERE slug = 'bravo';
@@ -179,7 +194,7 @@ async fn pruning_removes_old_tombstones_and_fetch_events_only() {
         None,
     )
     .await;
-    let c = connect(&app.db_url).await;
+    let c = app.sql().await;
     c.batch_execute(
         "UPDATE tombstones SET at = now() - interval '2 hours';
          INSERT INTO fetch_events (at, tenant_id, protocol, source, source_port, file_name, outcome, bytes, duration_us)
@@ -285,21 +300,17 @@ async fn fetch_events_go_with_their_tenant_and_a_deleted_tenants_batch_is_not_st
     let app = TestApp::spawn().await;
     app.create_tenant("acme").await;
     app.create_tenant("other").await;
-    let c = connect(&app.db_url).await;
+    let c = app.sql().await;
     let (acme, other) = (tenant_id(&c, "acme").await, tenant_id(&c, "other").await);
     let event = |tenant: uuid::Uuid, n: u16| dialtone::db::fetches::NewFetch {
-        at: time::OffsetDateTime::now_utc(),
-        tenant,
-        protocol: "tftp",
-        source: "127.0.0.1".parse().unwrap(),
         source_port: n,
-        file_name: format!("SIP0A000000000{n}.cnf"),
-        phone: None,
-        outcome: "served",
-        bytes: 100,
-        duration_us: 5,
-        sha256: Some(vec![n as u8; 32]),
-        served_known: false,
+        ..served(
+            tenant,
+            None,
+            &format!("SIP0A000000000{n}.cnf"),
+            n as u8,
+            time::OffsetDateTime::now_utc(),
+        )
     };
     let pool = dialtone::db::pool(&app.db_url, 1).unwrap();
     let store = |events| store_batch(&pool, events);
@@ -358,24 +369,10 @@ async fn each_phone_files_last_served_copy_is_kept_newest_first_and_goes_with_it
     let app = TestApp::spawn().await;
     app.create_tenant("acme").await;
     app.create_tenant("other").await;
-    let c = connect(&app.db_url).await;
+    let c = app.sql().await;
     let (acme, other) = (tenant_id(&c, "acme").await, tenant_id(&c, "other").await);
     let t0 = OffsetDateTime::now_utc();
     let at = |s: i64| t0 + Duration::seconds(s);
-    let served = |tenant, phone: Option<&str>, file: &str, sha: u8, when| NewFetch {
-        at: when,
-        tenant,
-        protocol: "tftp",
-        source: "127.0.0.1".parse().unwrap(),
-        source_port: 1000,
-        file_name: file.into(),
-        phone: phone.map(str::to_owned),
-        outcome: "served",
-        bytes: 100,
-        duration_us: 5,
-        sha256: Some(vec![sha; 32]),
-        served_known: false,
-    };
     let pool = dialtone::db::pool(&app.db_url, 1).unwrap();
     let store = |events| store_batch(&pool, events);
     let (a, b) = ("0A0000000001", "0B0000000002");
@@ -593,7 +590,7 @@ async fn api_writes_are_announced_once_committed_and_deferring_sessions_stay_sil
     );
 
     // …while any other session's write notifies as before,
-    let plain = connect(&app.db_url).await;
+    let plain = app.sql().await;
     plain
         .batch_execute("UPDATE phones SET label = 'x' WHERE mac = 'D00000000001'")
         .await
