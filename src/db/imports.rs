@@ -134,8 +134,17 @@ pub async fn write_many(
                 &[&tenant, &macs, &ids, &models, &labels, &descriptions, &enabled, &settings],
             )
             .await?;
+        // Driven by the chunk's MACs, one by one through the keys. The former `phone_mac = ANY($1) AND
+        // phone_mac IN (SELECT mac FROM phones WHERE tenant_id = $2)` was planned, once statistics said
+        // the tenant had few phones, as a loop over every phone of the tenant with the whole array searched
+        // in the index each time: 12.3 s for one 5,000-row chunk into a tenant of 50,000 phones (this
+        // statement 17-26 ms).
         c.execute(
-            &c.prepare_cached("DELETE FROM phone_lines WHERE phone_mac = ANY($1) AND phone_mac IN (SELECT mac FROM phones WHERE tenant_id = $2)").await?,
+            &c.prepare_cached(
+                "DELETE FROM phone_lines l USING unnest($1::text[]) AS m (mac), phones p
+                 WHERE p.mac = m.mac AND p.tenant_id = $2 AND l.phone_mac = p.mac",
+            )
+            .await?,
             &[&macs, &tenant],
         )
         .await?;
