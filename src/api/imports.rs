@@ -489,6 +489,19 @@ pub async fn import_phones(
     .await?;
     tx.commit().await.map_err(db::DbError::from)?;
     report.applied = true;
+    if written >= db::imports::ANALYZE_AFTER {
+        // In the background: the import is done whatever becomes of it.
+        let pool = state.pool.clone();
+        tokio::spawn(async move {
+            let result = match pool.get().await {
+                Ok(c) => db::imports::analyze(&c).await,
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "import: refreshing the phone tables' statistics failed");
+            }
+        });
+    }
     Ok(HttpResponse::Ok().json(report))
 }
 

@@ -325,3 +325,65 @@ async fn malformed_imports_are_refused_whole() {
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(phone_count(&app).await, 0);
 }
+
+/// Manual `ANALYZE`s of `phones` and `phone_lines` so far (autovacuum's are counted apart).
+async fn manual_analyzes(c: &tokio_postgres::Client) -> Vec<i64> {
+    c.query(
+        "SELECT analyze_count FROM pg_stat_user_tables WHERE relname IN ('phones', 'phone_lines') ORDER BY relname",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// A large import refreshes the planner's statistics of the phone tables at once; a small one leaves it to
+/// autovacuum. (Without statistics the snapshot's delta read every line for a few changed phones.)
+#[tokio::test]
+async fn a_large_import_refreshes_the_phone_tables_statistics() {
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    let c = app.sql().await;
+    assert_eq!(manual_analyzes(&c).await, vec![0, 0]);
+    let rows = |from: u64, n: u64| -> Vec<u8> {
+        let rows: Vec<Value> = (from..from + n)
+            .map(|i| json!({"mac": format!("0004F2{i:06X}"), "model": "7960", "lines": [{"number": "1001"}]}))
+            .collect();
+        Value::Array(rows).to_string().into_bytes()
+    };
+    let r = import(&app, "", "application/json", rows(0, 10)).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = import(&app, "", "application/json", rows(10, 1_000)).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["applied"], true);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let counts = manual_analyzes(&c).await;
+        if counts == vec![1, 1] {
+            break;
+        }
+        assert!(
+            counts.iter().all(|&n| n <= 1),
+            "the 10-phone import analyzed too: {counts:?}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no ANALYZE of phones and phone_lines after a 1,000-phone import: {counts:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let planned: (f32, f32) = {
+        let r = c
+            .query_one(
+                "SELECT (SELECT reltuples FROM pg_class WHERE relname = 'phones'),
+                        (SELECT reltuples FROM pg_class WHERE relname = 'phone_lines')",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(planned, (1_010.0, 1_010.0));
+}
