@@ -307,6 +307,14 @@ fn fetch_from_row(r: &tokio_postgres::Row) -> FetchEvent {
     }
 }
 
+/// The cursor of a first page: every id is below it.
+///
+/// A phone's events are read newest first as `ORDER BY -id`, an order only the per-phone index
+/// `(tenant_id, phone_mac, (-id))` has (sql/V11): with `ORDER BY id DESC` PostgreSQL could read the
+/// primary key backwards past every other phone's events, and did whenever its statistics said the phone
+/// had many.
+const NO_CURSOR: i64 = i64::MAX;
+
 const FETCH_COLUMNS: &str =
     "id, at, protocol, source, source_port, file_name, outcome, bytes, duration_us, sha256";
 
@@ -322,7 +330,7 @@ pub async fn history(
         .query(
             &c.prepare_cached(&format!(
                 "SELECT {FETCH_COLUMNS} FROM fetch_events WHERE tenant_id = $1 AND phone_mac = $2
-                 AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
+                 AND -id > -coalesce($3::bigint, {NO_CURSOR}) ORDER BY -id LIMIT $4"
             ))
             .await?,
             &[&tenant, &mac, &before, &limit],
@@ -353,8 +361,8 @@ pub async fn last_served(
         .collect())
 }
 
-/// Where and when phone `mac` of `tenant` was last seen: the source address of its latest fetch event
-/// (any protocol, any outcome).
+/// Where and when phone `mac` of `tenant` was last seen: the source address of its most recently recorded
+/// fetch event (any protocol, any outcome).
 pub async fn last_seen(
     c: &impl GenericClient,
     tenant: Uuid,
@@ -364,7 +372,7 @@ pub async fn last_seen(
         .query_opt(
             &c.prepare_cached(
                 "SELECT source, at FROM fetch_events WHERE tenant_id = $1 AND phone_mac = $2
-             ORDER BY at DESC, id DESC LIMIT 1",
+                 ORDER BY -id LIMIT 1",
             )
             .await?,
             &[&tenant, &mac],
@@ -384,7 +392,7 @@ pub async fn last_seen_all(
                 "SELECT p.mac, f.source FROM phones p
              CROSS JOIN LATERAL (SELECT e.source FROM fetch_events e
                                  WHERE e.tenant_id = p.tenant_id AND e.phone_mac = p.mac
-                                 ORDER BY e.at DESC, e.id DESC LIMIT 1) f
+                                 ORDER BY -e.id LIMIT 1) f
              WHERE p.tenant_id = $1 ORDER BY p.mac",
             )
             .await?,

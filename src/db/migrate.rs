@@ -52,6 +52,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "fetch_events_phone_index",
         include_str!("../../sql/V10__fetch_events_phone_index.sql"),
     ),
+    (
+        11,
+        "fetch_events_newest_first",
+        include_str!("../../sql/V11__fetch_events_newest_first.sql"),
+    ),
 ];
 
 /// Advisory-lock key that serialises concurrent `migrate` runs across processes.
