@@ -66,6 +66,11 @@ pub async fn record(
     Ok(())
 }
 
+const COLUMNS: &str = "id, at, subject, role, tenant_slug, action, target, detail";
+
+/// The cursor of a first page: every id is below it.
+const NO_CURSOR: i64 = i64::MAX;
+
 /// Lists events newest first, optionally of one tenant, after the cursor id.
 pub async fn list(
     c: &impl GenericClient,
@@ -73,14 +78,35 @@ pub async fn list(
     before_id: Option<i64>,
     limit: i64,
 ) -> Result<Vec<AuditEvent>, DbError> {
-    let rows = c
-        .query(
-            &c.prepare_cached("SELECT id, at, subject, role, tenant_slug, action, target, detail FROM audit_events
-             WHERE ($1::uuid IS NULL OR tenant_id = $1) AND ($2::bigint IS NULL OR id < $2)
-             ORDER BY id DESC LIMIT $3").await?,
-            &[&tenant, &before_id, &limit],
-        )
-        .await?;
+    // Both read only the page: the cursor is an index condition, and a tenant's events are ordered by
+    // `-id`, an order only its index `(tenant_id, (-id))` has (sql/V12). With `ORDER BY id DESC` a
+    // generic plan read the primary key backwards past every other tenant's events whenever the
+    // statistics had seen one tenant only.
+    let rows = match tenant {
+        Some(tenant) => {
+            c.query(
+                &c.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM audit_events
+                     WHERE tenant_id = $1 AND -id > -coalesce($2::bigint, {NO_CURSOR})
+                     ORDER BY -id LIMIT $3"
+                ))
+                .await?,
+                &[&tenant, &before_id, &limit],
+            )
+            .await?
+        }
+        None => {
+            c.query(
+                &c.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM audit_events WHERE id < coalesce($1::bigint, {NO_CURSOR})
+                     ORDER BY id DESC LIMIT $2"
+                ))
+                .await?,
+                &[&before_id, &limit],
+            )
+            .await?
+        }
+    };
     Ok(rows
         .iter()
         .map(|r| AuditEvent {

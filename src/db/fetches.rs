@@ -425,6 +425,10 @@ pub struct DiscoveredDevice {
 }
 
 /// Discovered devices of a tenant that still have no phone, by MAC after `after`.
+///
+/// Reads the page only: the cursor is an index condition, and "has no phone" is a subquery per row
+/// rather than `NOT EXISTS`, which PostgreSQL may turn into an anti-join over all of the tenant's
+/// devices before the `LIMIT`.
 pub async fn discovered(
     c: &impl GenericClient,
     tenant: Uuid,
@@ -434,8 +438,8 @@ pub async fn discovered(
     let rows = c
         .query(
             &c.prepare_cached("SELECT d.mac, d.first_seen, d.last_seen, d.source, d.files, d.model_guess, d.requests FROM discovered_devices d
-             WHERE d.tenant_id = $1 AND ($2::text IS NULL OR d.mac > $2)
-               AND NOT EXISTS (SELECT 1 FROM phones p WHERE p.mac = d.mac)
+             WHERE d.tenant_id = $1 AND d.mac > coalesce($2::text, '')
+               AND (SELECT true FROM phones p WHERE p.mac = d.mac) IS NULL
              ORDER BY d.mac LIMIT $3").await?,
             &[&tenant, &after, &limit],
         )

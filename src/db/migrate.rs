@@ -57,6 +57,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "fetch_events_newest_first",
         include_str!("../../sql/V11__fetch_events_newest_first.sql"),
     ),
+    (
+        12,
+        "audit_events_tenant_newest_first",
+        include_str!("../../sql/V12__audit_events_tenant_newest_first.sql"),
+    ),
 ];
 
 /// Advisory-lock key that serialises concurrent `migrate` runs across processes.

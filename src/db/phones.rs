@@ -422,7 +422,7 @@ pub async fn list(
         .query(
             &c.prepare_cached(&format!(
                 "SELECT {COLUMNS}, {LINES_JSON} FROM phones p WHERE p.tenant_id = $1
-                   AND ($2::text IS NULL OR p.mac > $2)
+                   AND p.mac > coalesce($2::text, '')
                    AND ($3::text IS NULL OR p.model = $3)
                    AND ($4::boolean IS NULL OR p.enabled = $4)
                    AND ($5::text IS NULL OR p.label ILIKE $5 OR EXISTS (

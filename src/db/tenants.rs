@@ -101,7 +101,7 @@ pub async fn list(
 ) -> Result<Vec<Tenant>, DbError> {
     let rows = c
         .query(
-            &c.prepare_cached(&format!("SELECT {COLUMNS} FROM tenants WHERE ($1::text IS NULL OR slug > $1) ORDER BY slug LIMIT $2")).await?,
+            &c.prepare_cached(&format!("SELECT {COLUMNS} FROM tenants WHERE slug > coalesce($1::text, '') ORDER BY slug LIMIT $2")).await?,
             &[&after, &limit],
         )
         .await?;

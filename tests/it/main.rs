@@ -12,6 +12,7 @@ mod imports;
 mod isolation;
 mod networks;
 mod openapi;
+mod paging;
 mod phones;
 mod provisioning;
 mod resync;
