@@ -206,7 +206,9 @@ pub async fn start(
 }
 
 /// Prunes tombstones (kept for ten snapshot reload periods, at least an hour) and fetch events past
-/// their retention, every ten minutes, in bounded batches. Failures are logged and retried next time.
+/// their retention, every ten minutes, in bounded batches: the oldest events by id each time, the whole
+/// table once a day (the first time ten minutes after start) for events stored out of order. Failures are
+/// logged and retried next time.
 async fn janitor(
     pool: db::Pool,
     reload_secs: u64,
@@ -214,14 +216,22 @@ async fn janitor(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let keep_secs = (reload_secs * 10).max(3600) as i64;
-    loop {
+    // Rounds of ten minutes between whole-table passes: a day.
+    const WHOLE_EVERY: u64 = 144;
+    for round in 0u64.. {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(Duration::from_secs(600)) => {}
         }
         let result = async {
             let client = pool.get().await?;
-            db::maintenance::prune(&client, keep_secs, i64::from(retention_days), 50_000).await
+            let scan = if round % WHOLE_EVERY == 0 {
+                db::maintenance::EventScan::Whole
+            } else {
+                db::maintenance::EventScan::Oldest
+            };
+            db::maintenance::prune(&client, keep_secs, i64::from(retention_days), 50_000, scan)
+                .await
         }
         .await;
         match result {
@@ -230,6 +240,7 @@ async fn janitor(
             Err(e) => tracing::debug!(error = %e, "pruning skipped"),
         }
     }
+    Ok(())
 }
 
 /// The front end's listening addresses, filled by [`start_frontend`].

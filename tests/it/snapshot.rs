@@ -1,6 +1,7 @@
 //! The snapshot loader: a delta over the previous snapshot equals a full load, including a transaction
 //! that was still open during the previous load and committed after it.
 
+use dialtone::db::maintenance::EventScan;
 use dialtone::db::snapshot::{load, BlobCache};
 use dialtone::snapshot::Snapshot;
 use reqwest::Method;
@@ -209,9 +210,15 @@ async fn pruning_removes_old_tombstones_and_fetch_events_only() {
     .await
     .unwrap();
     let pool = dialtone::db::pool(&app.db_url, 1).unwrap();
-    let gone = dialtone::db::maintenance::prune(&pool.get().await.unwrap(), 3600, 30, 1000)
-        .await
-        .unwrap();
+    let gone = dialtone::db::maintenance::prune(
+        &pool.get().await.unwrap(),
+        3600,
+        30,
+        1000,
+        EventScan::Oldest,
+    )
+    .await
+    .unwrap();
     let count = |sql: &'static str| {
         let c = &c;
         async move { c.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
@@ -614,4 +621,57 @@ async fn api_writes_are_announced_once_committed_and_deferring_sessions_stay_sil
         .await
         .unwrap();
     assert!(seen.is_some());
+}
+
+/// Old fetch events go a window of the oldest ids at a time, several windows a call; a block of events
+/// stored out of order (a writer's clock a year ahead) ends that pass, and the occasional whole-table
+/// pass takes the old events behind it.
+#[tokio::test]
+async fn pruning_reads_the_oldest_events_and_sweeps_the_whole_table_for_the_rest() {
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    let c = app.sql().await;
+    let insert = |days: i32, n: i32| {
+        let c = &c;
+        async move {
+            c.execute(
+                "INSERT INTO fetch_events (at, tenant_id, protocol, source, source_port, file_name, outcome, bytes,
+                                           duration_us)
+                 SELECT now() - make_interval(days => $1), id, 'tftp', '127.0.0.1', 1000, 'x', 'served', 1, 1
+                 FROM tenants, generate_series(1, $2)",
+                &[&days, &n],
+            )
+            .await
+            .unwrap();
+        }
+    };
+    let count = || async {
+        c.query_one("SELECT count(*) FROM fetch_events", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let pool = dialtone::db::pool(&app.db_url, 1).unwrap();
+    let prune = |scan| {
+        let pool = &pool;
+        async move {
+            dialtone::db::maintenance::prune(&pool.get().await.unwrap(), 3600, 30, 20, scan)
+                .await
+                .unwrap()
+        }
+    };
+
+    // In order: 50 old events, then 10 recent ones; windows of 20 take the 50 in three.
+    insert(40, 50).await;
+    insert(1, 10).await;
+    assert_eq!(prune(EventScan::Oldest).await, 50);
+    assert_eq!(count().await, 10);
+
+    // 30 events from a clock a year ahead, then 50 old ones: the first window holds none to delete.
+    insert(-365, 30).await;
+    insert(40, 50).await;
+    assert_eq!(prune(EventScan::Oldest).await, 0);
+    assert_eq!(count().await, 90);
+    assert_eq!(prune(EventScan::Whole).await, 50);
+    assert_eq!(count().await, 40);
 }
