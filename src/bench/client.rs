@@ -169,17 +169,20 @@ fn io_failure(e: io::Error) -> Failure {
     Failure::Io(e.kind())
 }
 
-/// Binds a UDP socket to `source`, port 0.
-pub async fn bind(source: IpAddr) -> io::Result<UdpSocket> {
-    // A window of 16 × 8 KiB blocks overflows the kernel's default receive buffer (~208 KiB): without a
-    // larger one the client, not the server, would drop blocks and wait for retransmissions.
+/// Binds a UDP socket to `source`, port 0, with a 4 MiB receive buffer when `windowed`.
+pub async fn bind(source: IpAddr, windowed: bool) -> io::Result<UdpSocket> {
     let addr = SocketAddr::new(source, 0);
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::DGRAM,
         Some(socket2::Protocol::UDP),
     )?;
-    let _ = socket.set_recv_buffer_size(4 << 20);
+    // A window of 16 × 8 KiB blocks overflows the kernel's default receive buffer (~208 KiB): without a
+    // larger one the client, not the server, would drop blocks and wait for retransmissions. Lock-step
+    // transfers have one block in flight and skip the system call.
+    if windowed {
+        let _ = socket.set_recv_buffer_size(4 << 20);
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     UdpSocket::from_std(socket.into())
@@ -194,7 +197,8 @@ pub async fn fetch(
     keep: Keep,
     rbuf: &mut Vec<u8>,
 ) -> Result<Fetched, Failure> {
-    let sock = bind(source).await.map_err(io_failure)?;
+    let windowed = cfg.options && cfg.windowsize > 1;
+    let sock = bind(source, windowed).await.map_err(io_failure)?;
     let opts = cfg.request_options();
     let mut rrq = Vec::with_capacity(name.len() + 64);
     packet::encode_rrq(&mut rrq, name, Mode::Octet, &opts);

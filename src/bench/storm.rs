@@ -1,7 +1,10 @@
 //! The drivers: `boot-storm` (N phones replaying a boot sequence, at most C in flight) and `--file`
 //! (one file N times). Workers pull the next phone/transfer from a shared counter, so the load stays at
 //! exactly C in flight until the end, and record into a few mutex-protected shards (short critical
-//! sections; merged once at the end). Runs on the multi-thread runtime built by `cli::main`.
+//! sections; merged once at the end). The workers run on one thread per core, each with a current-thread
+//! runtime of its own, so a transfer's packets, timers and wake-ups stay on one thread: on tokio's
+//! multi-thread runtime, waking tasks across its threads cost the generator as much CPU as the server
+//! it measured (see BENCHMARKS.md).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -111,20 +114,47 @@ pub async fn run(args: BootStormArgs) -> anyhow::Result<()> {
     });
 
     let start = Instant::now();
-    let mut set = JoinSet::new();
-    for w in 0..workers {
-        let shared = shared.clone();
-        if mode == "file" {
-            let file = file.clone();
-            set.spawn(async move { file_worker(&shared, &file, w).await });
-        } else {
-            let steps = steps.clone();
-            set.spawn(async move { storm_worker(&shared, &steps, w).await });
-        }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(workers);
+    let mut handles = Vec::with_capacity(threads);
+    for t in 0..threads {
+        let (shared, steps, file) = (shared.clone(), steps.clone(), file.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("storm-{t}"))
+            .spawn(move || -> anyhow::Result<()> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async {
+                    let mut set = JoinSet::new();
+                    for w in (t..workers).step_by(threads) {
+                        let shared = shared.clone();
+                        if mode == "file" {
+                            let file = file.clone();
+                            set.spawn(async move { file_worker(&shared, &file, w).await });
+                        } else {
+                            let steps = steps.clone();
+                            set.spawn(async move { storm_worker(&shared, &steps, w).await });
+                        }
+                    }
+                    while let Some(r) = set.join_next().await {
+                        r.context("a worker task failed")?;
+                    }
+                    Ok(())
+                })
+            })
+            .context("starting a load thread")?;
+        handles.push(thread);
     }
-    while let Some(r) = set.join_next().await {
-        r.context("a worker task failed")?;
-    }
+    tokio::task::spawn_blocking(move || {
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a load thread panicked"))?
+        })
+    })
+    .await
+    .context("waiting for the load threads")??;
     let wall = start.elapsed();
 
     let stats = shared.merged(nsteps);

@@ -12,6 +12,7 @@ pub(crate) mod clients;
 mod drift;
 mod http;
 mod isolation;
+mod loadgen;
 mod resilience;
 mod transfer;
 
