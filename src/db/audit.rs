@@ -68,7 +68,8 @@ pub async fn record(
 
 const COLUMNS: &str = "id, at, subject, role, tenant_slug, action, target, detail";
 
-/// The cursor of a first page: every id is below it.
+/// The cursor of a first page: every id is below it. (A cursor at or below 0 reads nothing; see
+/// `db::fetches`.)
 const NO_CURSOR: i64 = i64::MAX;
 
 /// Lists events newest first, optionally of one tenant, after the cursor id.
@@ -87,7 +88,7 @@ pub async fn list(
             c.query(
                 &c.prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM audit_events
-                     WHERE tenant_id = $1 AND -id > -coalesce($2::bigint, {NO_CURSOR})
+                     WHERE tenant_id = $1 AND -id > -greatest(coalesce($2::bigint, {NO_CURSOR}), 0)
                      ORDER BY -id LIMIT $3"
                 ))
                 .await?,

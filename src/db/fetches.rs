@@ -307,7 +307,8 @@ fn fetch_from_row(r: &tokio_postgres::Row) -> FetchEvent {
     }
 }
 
-/// The cursor of a first page: every id is below it.
+/// The cursor of a first page: every id is below it. (A cursor at or below 0, which no page returns,
+/// reads nothing: `greatest(…, 0)` keeps a forged `i64::MIN` from overflowing the negation.)
 ///
 /// A phone's events are read newest first as `ORDER BY -id`, an order only the per-phone index
 /// `(tenant_id, phone_mac, (-id))` has (sql/V11): with `ORDER BY id DESC` PostgreSQL could read the
@@ -330,7 +331,7 @@ pub async fn history(
         .query(
             &c.prepare_cached(&format!(
                 "SELECT {FETCH_COLUMNS} FROM fetch_events WHERE tenant_id = $1 AND phone_mac = $2
-                 AND -id > -coalesce($3::bigint, {NO_CURSOR}) ORDER BY -id LIMIT $4"
+                 AND -id > -greatest(coalesce($3::bigint, {NO_CURSOR}), 0) ORDER BY -id LIMIT $4"
             ))
             .await?,
             &[&tenant, &mac, &before, &limit],

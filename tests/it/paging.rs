@@ -119,6 +119,11 @@ async fn a_phones_history_reads_its_own_events_even_beside_a_busy_device() {
             (QUIET.to_owned(), "10.0.0.3".to_owned())
         ]
     );
+    // A forged cursor below every id reads nothing (and does not overflow the negation).
+    let none = dialtone::db::fetches::history(&tx, tenant, QUIET, Some(i64::MIN), 2)
+        .await
+        .unwrap();
+    assert!(none.is_empty());
     let read = rows_read(&tx, "fetch_events").await - before;
     assert!(
         read <= 20,
@@ -218,6 +223,10 @@ async fn pages_read_only_their_rows_beside_a_large_tenant() {
         all.iter().all(|e| e.id < oldest_large + 10) && all.len() >= 10,
         "the platform page before the cursor"
     );
+    let forged = dialtone::db::audit::list(&tx, Some(small), Some(i64::MIN), 50)
+        .await
+        .unwrap();
+    assert!(forged.is_empty(), "a cursor below every id");
     let read = rows_read(&tx, "audit_events").await - before;
     assert!(read <= 120, "two pages of the audit log read {read} rows");
 }
