@@ -40,8 +40,9 @@ fn settings(v: serde_json::Value) -> Settings {
 }
 
 /// Loads a consistent snapshot. With `previous` (a snapshot and the database snapshot it reflects), only
-/// the phones written since are read and the others are shared with it; tenants, networks and file names
-/// (small) are always read whole, and a change in the set of tenants forces a full load. `blobs` is
+/// the phones written since are read and the others are shared with it, and only the tenants written
+/// since have their settings read and parsed; tenants' names, networks and file names (small) are always
+/// read whole, and a change in the set of tenants forces a full load. `blobs` is
 /// updated with new contents and pruned of unused ones.
 pub async fn load(
     client: &mut tokio_postgres::Client,
@@ -70,28 +71,72 @@ pub async fn load(
         .await?
         .get(0);
 
+    // After a load, only the tenants written since send their settings: the others keep the previous
+    // snapshot's, already parsed. Parsing every tenant's settings on every delta was most of a delta's
+    // cost with many tenants (2,000 tenants: 27 ms a delta, half of it JSON).
+    let previous_settings: HashMap<Uuid, &Settings> = previous
+        .map(|(prev, _)| prev.tenants().iter().map(|t| (t.id, &t.settings)).collect())
+        .unwrap_or_default();
+    let rows = match previous {
+        Some((_, x)) => {
+            tx.query(
+                &format!(
+                    "SELECT id, slug, enabled, CASE WHEN {UNSEEN} THEN settings END FROM tenants ORDER BY slug"
+                ),
+                &[&x],
+            )
+            .await?
+        }
+        None => {
+            tx.query(
+                "SELECT id, slug, enabled, settings FROM tenants ORDER BY slug",
+                &[],
+            )
+            .await?
+        }
+    };
     let mut tenants = Vec::new();
     let mut index: HashMap<Uuid, usize> = HashMap::new();
-    for r in tx
-        .query(
-            "SELECT id, slug, enabled, settings FROM tenants ORDER BY slug",
-            &[],
-        )
-        .await?
-    {
+    // Unchanged tenants the previous snapshot does not have (none, unless it skipped them).
+    let mut unknown = Vec::new();
+    for r in rows {
         let slug: String = r.get(1);
         let Ok(slug) = slug.parse::<TenantSlug>() else {
             continue;
         };
-        index.insert(r.get(0), tenants.len());
+        let id: Uuid = r.get(0);
+        let settings = match r.get::<_, Option<serde_json::Value>>(3) {
+            Some(v) => settings(v),
+            None => match previous_settings.get(&id) {
+                Some(s) => (*s).clone(),
+                None => {
+                    unknown.push(id);
+                    Settings::default()
+                }
+            },
+        };
+        index.insert(id, tenants.len());
         tenants.push(TenantView {
-            id: r.get(0),
+            id,
             slug,
             enabled: r.get(2),
-            settings: settings(r.get(3)),
+            settings,
             files: HashMap::new(),
             templates: Default::default(),
         });
+    }
+    if !unknown.is_empty() {
+        for r in tx
+            .query(
+                "SELECT id, settings FROM tenants WHERE id = ANY($1)",
+                &[&unknown],
+            )
+            .await?
+        {
+            if let Some(&i) = index.get(&r.get::<_, Uuid>(0)) {
+                tenants[i].settings = settings(r.get(1));
+            }
+        }
     }
     let networks: Vec<(Prefix, usize)> = tx
         .query("SELECT tenant_id, cidr FROM networks", &[])
