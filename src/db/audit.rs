@@ -68,10 +68,6 @@ pub async fn record(
 
 const COLUMNS: &str = "id, at, subject, role, tenant_slug, action, target, detail";
 
-/// The cursor of a first page: every id is below it. (A cursor at or below 0 reads nothing; see
-/// `db::fetches`.)
-const NO_CURSOR: i64 = i64::MAX;
-
 /// Lists events newest first, optionally of one tenant, after the cursor id.
 pub async fn list(
     c: &impl GenericClient,
@@ -87,9 +83,9 @@ pub async fn list(
         Some(tenant) => {
             c.query(
                 &c.prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM audit_events
-                     WHERE tenant_id = $1 AND -id > -greatest(coalesce($2::bigint, {NO_CURSOR}), 0)
-                     ORDER BY -id LIMIT $3"
+                    "SELECT {COLUMNS} FROM audit_events WHERE tenant_id = $1 AND {}
+                     ORDER BY -id LIMIT $3",
+                    super::newest_first_before("$2")
                 ))
                 .await?,
                 &[&tenant, &before_id, &limit],
@@ -99,8 +95,9 @@ pub async fn list(
         None => {
             c.query(
                 &c.prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM audit_events WHERE id < coalesce($1::bigint, {NO_CURSOR})
-                     ORDER BY id DESC LIMIT $2"
+                    "SELECT {COLUMNS} FROM audit_events WHERE id < coalesce($1::bigint, {})
+                     ORDER BY id DESC LIMIT $2",
+                    i64::MAX
                 ))
                 .await?,
                 &[&before_id, &limit],

@@ -307,19 +307,12 @@ fn fetch_from_row(r: &tokio_postgres::Row) -> FetchEvent {
     }
 }
 
-/// The cursor of a first page: every id is below it. (A cursor at or below 0, which no page returns,
-/// reads nothing: `greatest(…, 0)` keeps a forged `i64::MIN` from overflowing the negation.)
-///
-/// A phone's events are read newest first as `ORDER BY -id`, an order only the per-phone index
-/// `(tenant_id, phone_mac, (-id))` has (sql/V11): with `ORDER BY id DESC` PostgreSQL could read the
-/// primary key backwards past every other phone's events, and did whenever its statistics said the phone
-/// had many.
-const NO_CURSOR: i64 = i64::MAX;
-
 const FETCH_COLUMNS: &str =
     "id, at, protocol, source, source_port, file_name, outcome, bytes, duration_us, sha256";
 
-/// A phone's fetch history, newest first.
+/// A phone's fetch history, newest first (ordered by `-id`: see [`super::newest_first_before`]; with
+/// `ORDER BY id DESC` PostgreSQL could read the primary key backwards past every other phone's events,
+/// and did whenever its statistics said the phone had many).
 pub async fn history(
     c: &impl GenericClient,
     tenant: Uuid,
@@ -331,7 +324,8 @@ pub async fn history(
         .query(
             &c.prepare_cached(&format!(
                 "SELECT {FETCH_COLUMNS} FROM fetch_events WHERE tenant_id = $1 AND phone_mac = $2
-                 AND -id > -greatest(coalesce($3::bigint, {NO_CURSOR}), 0) ORDER BY -id LIMIT $4"
+                 AND {} ORDER BY -id LIMIT $4",
+                super::newest_first_before("$3")
             ))
             .await?,
             &[&tenant, &mac, &before, &limit],

@@ -77,27 +77,20 @@ pub async fn load(
     let previous_settings: HashMap<Uuid, &Settings> = previous
         .map(|(prev, _)| prev.tenants().iter().map(|t| (t.id, &t.settings)).collect())
         .unwrap_or_default();
-    let rows = match previous {
-        Some((_, x)) => {
-            tx.query(
-                &format!(
-                    "SELECT id, slug, enabled, CASE WHEN {UNSEEN} THEN settings END FROM tenants ORDER BY slug"
-                ),
-                &[&x],
-            )
-            .await?
-        }
-        None => {
-            tx.query(
-                "SELECT id, slug, enabled, settings FROM tenants ORDER BY slug",
-                &[],
-            )
-            .await?
-        }
-    };
+    // Without a previous load, `$1` is NULL and every row carries its settings.
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT id, slug, enabled, CASE WHEN $1::text IS NULL OR {UNSEEN} THEN settings END
+                 FROM tenants ORDER BY slug"
+            ),
+            &[&previous.map(|(_, x)| x)],
+        )
+        .await?;
     let mut tenants = Vec::new();
     let mut index: HashMap<Uuid, usize> = HashMap::new();
-    // Unchanged tenants the previous snapshot does not have (none, unless it skipped them).
+    // Unchanged tenants the previous snapshot does not have: none when `previous` and the database
+    // snapshot given with it belong together, as the refresher's do; read here rather than trusted.
     let mut unknown = Vec::new();
     for r in rows {
         let slug: String = r.get(1);

@@ -6,7 +6,7 @@
 use deadpool_postgres::GenericClient;
 use reqwest::StatusCode;
 
-use crate::helpers::TestApp;
+use crate::helpers::{tenant_id, TestApp};
 
 /// Rows of `table` read so far in the current transaction: by sequential scans, plus index entries
 /// returned by any of its indexes.
@@ -38,13 +38,6 @@ async fn connection(app: &TestApp) -> deadpool_postgres::Object {
         .get()
         .await
         .unwrap()
-}
-
-async fn tenant_id(c: &impl GenericClient, slug: &str) -> uuid::Uuid {
-    c.query_one("SELECT id FROM tenants WHERE slug = $1", &[&slug])
-        .await
-        .unwrap()
-        .get(0)
 }
 
 /// One device that fetches far more than all others (a looping phone, a monitoring probe) must not make

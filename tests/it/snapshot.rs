@@ -2,19 +2,22 @@
 //! that was still open during the previous load and committed after it.
 
 use dialtone::db::maintenance::EventScan;
-use dialtone::db::snapshot::{load, BlobCache};
+use dialtone::db::snapshot::{load, BlobCache, Loaded};
 use dialtone::snapshot::Snapshot;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::TestApp;
+use crate::helpers::{tenant_id, TestApp};
 
-/// The id of the tenant named `slug`.
-async fn tenant_id(c: &tokio_postgres::Client, slug: &str) -> uuid::Uuid {
-    c.query_one("SELECT id FROM tenants WHERE slug = $1", &[&slug])
+/// A load over `prev` (a delta when the tenants are the same).
+async fn load_after(
+    reader: &mut tokio_postgres::Client,
+    blobs: &mut BlobCache,
+    prev: &Loaded,
+) -> Loaded {
+    load(reader, blobs, Some((&prev.snapshot, &prev.xsnapshot)))
         .await
         .unwrap()
-        .get(0)
 }
 
 /// A served fetch event of `tenant` (of `phone`'s per-device `file` when a phone is given), its content
@@ -121,13 +124,7 @@ async fn a_delta_equals_a_full_load_even_across_concurrent_commits() {
     )
     .await;
 
-    let second = load(
-        &mut reader,
-        &mut blobs,
-        Some((&first.snapshot, &first.xsnapshot)),
-    )
-    .await
-    .unwrap();
+    let second = load_after(&mut reader, &mut blobs, &first).await;
     assert!(second.delta, "same tenants: a delta");
     let full = load(&mut reader, &mut blobs, None).await.unwrap();
     assert_eq!(phones(&second.snapshot), phones(&full.snapshot));
@@ -151,13 +148,7 @@ async fn a_delta_equals_a_full_load_even_across_concurrent_commits() {
 
     // The open transaction commits after the second load: the next delta must still see it.
     open.commit().await.unwrap();
-    let third = load(
-        &mut reader,
-        &mut blobs,
-        Some((&second.snapshot, &second.xsnapshot)),
-    )
-    .await
-    .unwrap();
+    let third = load_after(&mut reader, &mut blobs, &second).await;
     let late = third
         .snapshot
         .phone(dialtone::domain::MacAddress::from_bare_hex("B00000000001").unwrap());
@@ -171,13 +162,7 @@ async fn a_delta_equals_a_full_load_even_across_concurrent_commits() {
 
     // A new tenant changes the tenant indices: the loader falls back to a full load.
     app.create_tenant("charlie").await;
-    let fourth = load(
-        &mut reader,
-        &mut blobs,
-        Some((&third.snapshot, &third.xsnapshot)),
-    )
-    .await
-    .unwrap();
+    let fourth = load_after(&mut reader, &mut blobs, &third).await;
     assert!(!fourth.delta);
     assert_eq!(phones(&fourth.snapshot), phones(&full.snapshot));
 }
@@ -713,13 +698,7 @@ async fn a_delta_reads_only_the_changed_tenants_settings() {
     )
     .await;
 
-    let second = load(
-        &mut reader,
-        &mut blobs,
-        Some((&first.snapshot, &first.xsnapshot)),
-    )
-    .await
-    .unwrap();
+    let second = load_after(&mut reader, &mut blobs, &first).await;
     assert!(second.delta);
     assert_eq!(
         sip_port(&second.snapshot, "acme"),

@@ -283,6 +283,14 @@ impl TestApp {
 }
 
 /// The spec's example tenant body.
+/// The id of the tenant named `slug`, read over `c`.
+pub async fn tenant_id(c: &tokio_postgres::Client, slug: &str) -> uuid::Uuid {
+    c.query_one("SELECT id FROM tenants WHERE slug = $1", &[&slug])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 pub fn tenant_body(slug: &str) -> Value {
     json!({"slug": slug, "name": format!("Tenant {slug}"),
        "settings": {"sip": {"registrar": "sip.acme.example", "port": 5060, "transport": "udp"},
