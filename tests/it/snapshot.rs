@@ -116,13 +116,7 @@ async fn a_delta_equals_a_full_load_even_across_concurrent_commits() {
     )
     .await;
     app.put_phone("bravo", "0B0000000001").await;
-    app.call(
-        Method::PATCH,
-        "/v1/tenants/acme",
-        Some(&app.admin()),
-        Some(json!({"settings": {"sip": {"port": 5080}}})),
-    )
-    .await;
+    set_sip_port(&app, "acme", 5080).await;
 
     let second = load_after(&mut reader, &mut blobs, &first).await;
     assert!(second.delta, "same tenants: a delta");
@@ -132,19 +126,7 @@ async fn a_delta_equals_a_full_load_even_across_concurrent_commits() {
         .snapshot
         .phone(dialtone::domain::MacAddress::from_bare_hex("B00000000001").unwrap())
         .is_none());
-    assert_eq!(
-        second
-            .snapshot
-            .tenant(second.snapshot.tenant_by_slug("acme").unwrap())
-            .settings
-            .sip
-            .as_ref()
-            .unwrap()
-            .port
-            .unwrap()
-            .0,
-        5080
-    );
+    assert_eq!(sip_port(&second.snapshot, "acme"), Some(5080));
 
     // The open transaction commits after the second load: the next delta must still see it.
     open.commit().await.unwrap();
@@ -661,6 +643,17 @@ async fn pruning_reads_the_oldest_events_and_sweeps_the_whole_table_for_the_rest
     assert_eq!(count().await, 40);
 }
 
+/// Sets tenant `slug`'s SIP port through the API.
+async fn set_sip_port(app: &TestApp, slug: &str, port: u16) {
+    app.call(
+        Method::PATCH,
+        &format!("/v1/tenants/{slug}"),
+        Some(&app.admin()),
+        Some(json!({"settings": {"sip": {"port": port}}})),
+    )
+    .await;
+}
+
 /// The SIP port in tenant `slug`'s settings.
 fn sip_port(s: &Snapshot, slug: &str) -> Option<u16> {
     let t = s.tenant(s.tenant_by_slug(slug)?);
@@ -690,13 +683,7 @@ async fn a_delta_reads_only_the_changed_tenants_settings() {
         )
         .await
         .unwrap();
-    app.call(
-        Method::PATCH,
-        "/v1/tenants/acme",
-        Some(&app.admin()),
-        Some(json!({"settings": {"sip": {"port": 5080}}})),
-    )
-    .await;
+    set_sip_port(&app, "acme", 5080).await;
 
     let second = load_after(&mut reader, &mut blobs, &first).await;
     assert!(second.delta);
