@@ -164,6 +164,7 @@ pub async fn start(
         ));
         let state = AppState {
             shared: db::SharedConnection::new(pool.clone()),
+            creates: Default::default(),
             pool,
             keys: Arc::new(keys(config)?),
             metrics: Arc::new(HttpMetrics::default()),

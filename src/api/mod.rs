@@ -3,6 +3,7 @@
 
 mod audit;
 mod changes;
+mod creates;
 mod dhcp;
 mod error;
 mod extract;
@@ -33,6 +34,7 @@ use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
 pub use changes::{ChangeNotifier, NOTIFY_GAP};
+pub use creates::CreateBatcher;
 pub use error::{ApiError, Problem};
 pub use extract::etag;
 pub use imports::parse_import_csv;
@@ -67,6 +69,8 @@ pub struct AppState {
     pub worker_pools: Arc<Mutex<Vec<Pool>>>,
     /// Told after every request that may have written (see [`ChangeNotifier`]).
     pub changes: ChangeNotifier,
+    /// Phone creates, a tenant's committed together (see [`CreateBatcher`]); shared by the workers.
+    pub creates: CreateBatcher,
 }
 
 /// Settings of the API listener.

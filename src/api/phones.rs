@@ -150,12 +150,12 @@ fn written(
     with_etag(resp.json(&phone), phone.revision)
 }
 
-/// The common case of a create, a new MAC in an existing tenant, as one statement
-/// ([`db::phones::try_create`]). `None`: nothing written, take the general path (it tells a missing tenant,
-/// a MAC of this tenant and one of another apart). A conditional request (`If-Match`) always takes it.
+/// The common case of a create, a new MAC in an existing tenant, as one statement shared with the
+/// worker's other creates ([`super::CreateBatcher`]). `None`: nothing written, take the general path (it
+/// tells a missing tenant, a MAC of this tenant and one of another apart). A conditional request
+/// (`If-Match`) always takes it.
 async fn try_create(
     state: &AppState,
-    client: &impl GenericClient,
     p: &Principal,
     req: &HttpRequest,
     slug: &str,
@@ -165,12 +165,18 @@ async fn try_create(
     if req.headers().contains_key(header::IF_MATCH) || slug.parse::<TenantSlug>().is_err() {
         return Ok(None);
     }
-    let detail = json!({ "model": spec.model });
-    Ok(
-        db::phones::try_create(client, slug, mac, spec, &actor(p), &detail)
-            .await?
-            .map(|phone| written(state, slug, actix_web::http::StatusCode::CREATED, phone)),
-    )
+    let create = db::phones::NewPhone {
+        slug: slug.to_owned(),
+        mac: *mac,
+        spec: spec.clone(),
+        actor: actor(p),
+        detail: json!({ "model": spec.model }),
+    };
+    Ok(state
+        .creates
+        .create(&state.pool, create)
+        .await?
+        .map(|phone| written(state, slug, actix_web::http::StatusCode::CREATED, phone)))
 }
 
 fn other_tenant() -> ApiError {
@@ -211,10 +217,10 @@ pub async fn create_phone(
         settings: input.settings,
     };
     let spec = parse_spec(input)?;
-    let mut client = state.pool.get().await.map_err(db::DbError::from)?;
-    if let Some(resp) = try_create(&state, &client, &p, &req, &path, &mac, &spec).await? {
+    if let Some(resp) = try_create(&state, &p, &req, &path, &mac, &spec).await? {
         return Ok(resp);
     }
+    let mut client = state.pool.get().await.map_err(db::DbError::from)?;
     let tx = client.transaction().await.map_err(db::DbError::from)?;
     let tenant = load_tenant(&tx, &p, &path, Access::Write, false).await?;
     if !db::phones::insert(&tx, tenant.id, &mac, &spec).await? {
@@ -266,10 +272,10 @@ pub async fn put_phone(
     }
     let mac = parse_mac(&mac)?;
     let spec = parse_spec(json_body(&req, &body)?)?;
-    let mut client = state.pool.get().await.map_err(db::DbError::from)?;
-    if let Some(resp) = try_create(&state, &client, &p, &req, &slug, &mac, &spec).await? {
+    if let Some(resp) = try_create(&state, &p, &req, &slug, &mac, &spec).await? {
         return Ok(resp);
     }
+    let mut client = state.pool.get().await.map_err(db::DbError::from)?;
     let tx = client.transaction().await.map_err(db::DbError::from)?;
     let tenant = load_tenant(&tx, &p, &slug, Access::Write, false).await?;
     let mut owner = db::phones::lock_owner(&tx, &mac).await?;

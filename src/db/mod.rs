@@ -24,7 +24,7 @@ use tokio_postgres::NoTls;
 pub use deadpool_postgres::Pool;
 
 /// What can go wrong in the database layer, in terms the API maps to statuses.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum DbError {
     /// A constraint refused the write (unique, exclusion, foreign key, check).
     #[error("constraint {constraint} violated")]

@@ -172,6 +172,7 @@ pub async fn replace(
 
 /// The columns of `phone_lines` for `spec`'s lines, as arrays for one `unnest` insert. A line without a
 /// password takes the one in `old` for its position.
+#[derive(Default)]
 struct LineArrays {
     positions: Vec<i16>,
     numbers: Vec<String>,
@@ -183,28 +184,26 @@ struct LineArrays {
 
 impl LineArrays {
     fn of(spec: &PhoneSpec, old: &HashMap<i16, Option<String>>) -> LineArrays {
-        let mut a = LineArrays {
-            positions: Vec::new(),
-            numbers: Vec::new(),
-            auth: Vec::new(),
-            passwords: Vec::new(),
-            display: Vec::new(),
-            short: Vec::new(),
-        };
+        let mut a = LineArrays::default();
+        a.extend(spec, old);
+        a
+    }
+
+    /// Appends `spec`'s lines (see [`LineArrays::of`]).
+    fn extend(&mut self, spec: &PhoneSpec, old: &HashMap<i16, Option<String>>) {
         for (i, l) in spec.lines.iter().enumerate() {
             let pos = i as i16 + 1;
-            a.positions.push(pos);
-            a.numbers.push(l.number.clone());
-            a.auth.push(l.auth_name.clone());
-            a.passwords.push(
+            self.positions.push(pos);
+            self.numbers.push(l.number.clone());
+            self.auth.push(l.auth_name.clone());
+            self.passwords.push(
                 l.password
                     .clone()
                     .or_else(|| old.get(&pos).cloned().flatten()),
             );
-            a.display.push(l.display_name.clone());
-            a.short.push(l.short_label.clone());
+            self.display.push(l.display_name.clone());
+            self.short.push(l.short_label.clone());
         }
-        a
     }
 
     /// The lines as the API shows them.
@@ -250,59 +249,130 @@ async fn write_lines(
     Ok(())
 }
 
-/// Creates a phone of the tenant named `slug`, its lines and its audit event (`phone.create` by `actor`
-/// with `detail`) in one statement, atomic on its own: one round trip instead of a transaction of eight.
-/// `None` when nothing was written because there is no such tenant or the MAC exists (in any tenant);
-/// the caller then takes its general path, which tells those apart.
-pub async fn try_create(
+/// A create for [`try_create_many`]: a new MAC for the tenant named `slug`, and its audit event
+/// (`phone.create` by `actor` with `detail`).
+#[derive(Clone, Debug)]
+pub struct NewPhone {
+    /// The tenant's slug.
+    pub slug: String,
+    /// The MAC, free in every tenant for the create to happen.
+    pub mac: MacAddress,
+    /// The phone.
+    pub spec: PhoneSpec,
+    /// Who creates it.
+    pub actor: super::audit::Actor,
+    /// The audit event's detail.
+    pub detail: serde_json::Value,
+}
+
+/// Creates phones, their lines and their audit events in one statement, atomic on its own: one round trip
+/// and one commit for all of them instead of a transaction of eight statements each. One result per
+/// create, in order: `None` when that one was not written because there is no such tenant or the MAC
+/// exists (in any tenant, or earlier in `creates`); the caller then takes its general path, which tells
+/// those apart. The phones are inserted in MAC order, so two such statements never wait on each other in
+/// opposite orders.
+pub async fn try_create_many(
     c: &impl GenericClient,
-    slug: &str,
-    mac: &MacAddress,
-    spec: &PhoneSpec,
-    actor: &super::audit::Actor,
-    detail: &serde_json::Value,
-) -> Result<Option<Phone>, DbError> {
-    let a = LineArrays::of(spec, &HashMap::new());
-    let row = c
-        .query_opt(
+    creates: &[NewPhone],
+) -> Result<Vec<Option<Phone>>, DbError> {
+    let n = creates.len();
+    let (mut slugs, mut ids, mut macs, mut models) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut labels, mut descriptions, mut enabled, mut settings) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut subjects, mut roles, mut details) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let mut lines = LineArrays::default();
+    let mut line_macs = Vec::new();
+    for p in creates {
+        let mac = p.mac.to_string();
+        slugs.push(p.slug.as_str());
+        ids.push(Uuid::new_v4());
+        models.push(p.spec.model.as_str());
+        labels.push(p.spec.label.as_str());
+        descriptions.push(p.spec.description.as_str());
+        enabled.push(p.spec.enabled);
+        settings.push(p.spec.settings.to_json());
+        subjects.push(p.actor.subject.as_str());
+        roles.push(p.actor.role.as_str());
+        details.push(&p.detail);
+        lines.extend(&p.spec, &HashMap::new());
+        line_macs.resize(lines.positions.len(), mac.clone());
+        macs.push(mac);
+    }
+    let rows = c
+        .query(
             &c.prepare_cached(&format!(
-                "WITH t AS (SELECT id FROM tenants WHERE slug = $1),
+                "WITH i AS (SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                                                $6::text[], $7::boolean[], $8::jsonb[], $9::text[], $10::text[],
+                                                $11::jsonb[])
+                            AS i(slug, id, mac, model, label, description, enabled, settings, subject, role,
+                                 detail)),
                  p AS (INSERT INTO phones (mac, id, tenant_id, model, label, description, enabled, settings)
-                       SELECT $2::text, $3::uuid, t.id, $4::text, $5::text, $6::text, $7::boolean, $8::jsonb FROM t
+                       SELECT i.mac, i.id, t.id, i.model, i.label, i.description, i.enabled, i.settings
+                       FROM i JOIN tenants t ON t.slug = i.slug ORDER BY i.mac
                        ON CONFLICT (mac) DO NOTHING
                        RETURNING mac, id, model, label, description, enabled, settings, created_at, updated_at,
-                                 revision),
+                                 revision, tenant_id),
                  l AS (INSERT INTO phone_lines (phone_mac, position, number, auth_name, password, display_name,
                                                 short_label)
-                       SELECT p.mac, u.* FROM p, unnest($9::smallint[], $10::text[], $11::text[], $12::text[],
-                                                        $13::text[], $14::text[]) u),
+                       SELECT u.mac, u.position, u.number, u.auth_name, u.password, u.display_name, u.short_label
+                       FROM unnest($12::text[], $13::smallint[], $14::text[], $15::text[], $16::text[],
+                                   $17::text[], $18::text[])
+                            AS u(mac, position, number, auth_name, password, display_name, short_label)
+                       JOIN p ON p.mac = u.mac),
                  a AS (INSERT INTO audit_events (subject, role, tenant_id, tenant_slug, action, target, detail)
-                       SELECT $15::text, $16::text, t.id, $1, 'phone.create', p.mac, $17::jsonb FROM t, p)
+                       SELECT i.subject, i.role, p.tenant_id, i.slug, 'phone.create', p.mac, i.detail
+                       FROM p JOIN i ON i.mac = p.mac ORDER BY i.mac)
                  SELECT {COLUMNS} FROM p"
             ))
             .await?,
             &[
-                &slug,
-                &mac.to_string(),
-                &Uuid::new_v4(),
-                &spec.model.as_str(),
-                &spec.label,
-                &spec.description,
-                &spec.enabled,
-                &spec.settings.to_json(),
-                &a.positions,
-                &a.numbers,
-                &a.auth,
-                &a.passwords,
-                &a.display,
-                &a.short,
-                &actor.subject,
-                &actor.role,
-                detail,
+                &slugs,
+                &ids,
+                &macs,
+                &models,
+                &labels,
+                &descriptions,
+                &enabled,
+                &settings,
+                &subjects,
+                &roles,
+                &details,
+                &line_macs,
+                &lines.positions,
+                &lines.numbers,
+                &lines.auth,
+                &lines.passwords,
+                &lines.display,
+                &lines.short,
             ],
         )
         .await?;
-    Ok(row.map(|r| from_row(&r, a.out())))
+    let mut created: HashMap<String, &Row> = rows.iter().map(|r| (r.get(0), r)).collect();
+    Ok(creates
+        .iter()
+        .zip(&macs)
+        .map(|(p, mac)| {
+            // A MAC given twice is one row, answered for its first create.
+            let row = created.remove(mac.as_str())?;
+            Some(from_row(
+                row,
+                LineArrays::of(&p.spec, &HashMap::new()).out(),
+            ))
+        })
+        .collect())
 }
 
 /// The lines of phone `p` as one JSON column, `[[position, number, auth_name, password set, display_name,

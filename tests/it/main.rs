@@ -3,6 +3,7 @@
 mod audit;
 mod cli;
 mod concurrency;
+mod creates;
 mod dhcp;
 mod errors;
 mod files;

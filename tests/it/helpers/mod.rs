@@ -122,6 +122,7 @@ impl TestApp {
         let snapshot = SnapshotHandle::default();
         let state = AppState {
             shared: dialtone::db::SharedConnection::new(pool.clone()),
+            creates: Default::default(),
             pool,
             keys: keys.clone(),
             metrics: Arc::new(HttpMetrics::default()),
@@ -282,7 +283,6 @@ impl TestApp {
     }
 }
 
-/// The spec's example tenant body.
 /// The id of the tenant named `slug`, read over `c`.
 pub async fn tenant_id(c: &tokio_postgres::Client, slug: &str) -> uuid::Uuid {
     c.query_one("SELECT id FROM tenants WHERE slug = $1", &[&slug])
@@ -291,6 +291,7 @@ pub async fn tenant_id(c: &tokio_postgres::Client, slug: &str) -> uuid::Uuid {
         .get(0)
 }
 
+/// The spec's example tenant body.
 pub fn tenant_body(slug: &str) -> Value {
     json!({"slug": slug, "name": format!("Tenant {slug}"),
        "settings": {"sip": {"registrar": "sip.acme.example", "port": 5060, "transport": "udp"},
