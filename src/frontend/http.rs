@@ -58,6 +58,8 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     )?;
     sock.set_reuse_address(true)?;
     sock.set_reuse_port(true)?;
+    // Accepted connections inherit it (Linux): no setsockopt per connection.
+    sock.set_tcp_nodelay(true)?;
     if addr.is_ipv6() && addr.ip().is_unspecified() {
         sock.set_only_v6(false)?;
     }
@@ -247,7 +249,6 @@ async fn connection(
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
-    let _ = stream.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(2048);
     let mut out: Vec<u8> = Vec::with_capacity(2048);
     loop {
