@@ -249,6 +249,30 @@ async fn write_lines(
     Ok(())
 }
 
+/// The statement of [`try_create_many`].
+static CREATE_MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH i AS (SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+                               $7::boolean[], $8::jsonb[], $9::text[], $10::text[], $11::jsonb[])
+           AS i(slug, id, mac, model, label, description, enabled, settings, subject, role, detail)),
+ p AS (INSERT INTO phones (mac, id, tenant_id, model, label, description, enabled, settings)
+       SELECT i.mac, i.id, t.id, i.model, i.label, i.description, i.enabled, i.settings
+       FROM i JOIN tenants t ON t.slug = i.slug ORDER BY i.mac
+       ON CONFLICT (mac) DO NOTHING
+       RETURNING mac, id, model, label, description, enabled, settings, created_at, updated_at, revision,
+                 tenant_id),
+ l AS (INSERT INTO phone_lines (phone_mac, position, number, auth_name, password, display_name, short_label)
+       SELECT u.mac, u.position, u.number, u.auth_name, u.password, u.display_name, u.short_label
+       FROM unnest($12::text[], $13::smallint[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[])
+            AS u(mac, position, number, auth_name, password, display_name, short_label)
+       JOIN p ON p.mac = u.mac),
+ a AS (INSERT INTO audit_events (subject, role, tenant_id, tenant_slug, action, target, detail)
+       SELECT i.subject, i.role, p.tenant_id, i.slug, 'phone.create', p.mac, i.detail
+       FROM p JOIN i ON i.mac = p.mac ORDER BY i.mac)
+SELECT {COLUMNS} FROM p"
+    )
+});
+
 /// A create for [`try_create_many`]: a new MAC for the tenant named `slug`, and its audit event
 /// (`phone.create` by `actor` with `detail`).
 #[derive(Clone, Debug)]
@@ -313,31 +337,7 @@ pub async fn try_create_many(
     }
     let rows = c
         .query(
-            &c.prepare_cached(&format!(
-                "WITH i AS (SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[],
-                                                $6::text[], $7::boolean[], $8::jsonb[], $9::text[], $10::text[],
-                                                $11::jsonb[])
-                            AS i(slug, id, mac, model, label, description, enabled, settings, subject, role,
-                                 detail)),
-                 p AS (INSERT INTO phones (mac, id, tenant_id, model, label, description, enabled, settings)
-                       SELECT i.mac, i.id, t.id, i.model, i.label, i.description, i.enabled, i.settings
-                       FROM i JOIN tenants t ON t.slug = i.slug ORDER BY i.mac
-                       ON CONFLICT (mac) DO NOTHING
-                       RETURNING mac, id, model, label, description, enabled, settings, created_at, updated_at,
-                                 revision, tenant_id),
-                 l AS (INSERT INTO phone_lines (phone_mac, position, number, auth_name, password, display_name,
-                                                short_label)
-                       SELECT u.mac, u.position, u.number, u.auth_name, u.password, u.display_name, u.short_label
-                       FROM unnest($12::text[], $13::smallint[], $14::text[], $15::text[], $16::text[],
-                                   $17::text[], $18::text[])
-                            AS u(mac, position, number, auth_name, password, display_name, short_label)
-                       JOIN p ON p.mac = u.mac),
-                 a AS (INSERT INTO audit_events (subject, role, tenant_id, tenant_slug, action, target, detail)
-                       SELECT i.subject, i.role, p.tenant_id, i.slug, 'phone.create', p.mac, i.detail
-                       FROM p JOIN i ON i.mac = p.mac ORDER BY i.mac)
-                 SELECT {COLUMNS} FROM p"
-            ))
-            .await?,
+            &c.prepare_cached(&CREATE_MANY).await?,
             &[
                 &slugs,
                 &ids,

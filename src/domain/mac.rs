@@ -84,12 +84,25 @@ impl FromStr for MacAddress {
     }
 }
 
+impl MacAddress {
+    /// The 12 upper-case hex digits, without the formatting machinery (a MAC is shown several times per
+    /// API request: SQL parameters, headers, JSON, audit).
+    fn hex(&self) -> [u8; 12] {
+        const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+        let mut out = [0u8; 12];
+        for (i, b) in self.0.iter().enumerate() {
+            out[2 * i] = DIGITS[usize::from(b >> 4)];
+            out[2 * i + 1] = DIGITS[usize::from(b & 0xF)];
+        }
+        out
+    }
+}
+
 impl fmt::Display for MacAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02X}")?;
-        }
-        Ok(())
+        let hex = self.hex();
+        // Only ASCII hex digits: always UTF-8.
+        f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -115,6 +128,15 @@ impl<'de> serde::Deserialize<'de> for MacAddress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_octet_displays_as_two_upper_case_hex_digits() {
+        for b in 0..=255u8 {
+            let mac = MacAddress::from_octets([b, 0, 0x0F, 0xF0, b.wrapping_mul(7), b]);
+            let expected = format!("{b:02X}000FF0{:02X}{b:02X}", b.wrapping_mul(7));
+            assert_eq!(mac.to_string(), expected);
+        }
+    }
 
     #[test]
     fn every_usual_notation_parses_to_the_same_canonical_form() {
