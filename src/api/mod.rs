@@ -189,10 +189,11 @@ fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         .service(health::readyz)
         .service(health::metrics)
         .service(
+            // actix tries a scope's routes in this order, one pattern match each: the busiest first.
             utoipa_actix_web::scope("/v1")
+                .configure(phones::routes)
                 .configure(tenants::routes)
                 .configure(networks::routes)
-                .configure(phones::routes)
                 .configure(imports::routes)
                 .configure(files::routes)
                 .configure(firmware::routes)

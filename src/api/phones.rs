@@ -20,10 +20,10 @@ use crate::domain::{
 };
 
 pub(super) fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
-    cfg.service(create_phone)
+    cfg.service(get_phone)
         .service(put_phone)
+        .service(create_phone)
         .service(list_phones)
-        .service(get_phone)
         .service(patch_phone)
         .service(delete_phone);
 }
