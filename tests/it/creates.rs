@@ -70,24 +70,19 @@ async fn creates_waiting_together_commit_together() {
     txs.sort();
     txs.dedup();
     assert_eq!(txs.len(), 3, "two alone, then eight in one transaction");
-    let c = app.sql().await;
-    let audited: i64 = c
-        .query_one(
+    let audited = app
+        .count(
             "SELECT count(*) FROM audit_events WHERE action = 'phone.create' AND target = ANY($1)",
             &[&macs],
         )
-        .await
-        .unwrap()
-        .get(0);
+        .await;
     assert_eq!(audited, 10, "one audit event per create");
-    let lines: i64 = c
-        .query_one(
+    let lines = app
+        .count(
             "SELECT count(*) FROM phone_lines WHERE phone_mac = ANY($1) AND password = 's3cret-pw-1001'",
             &[&macs],
         )
-        .await
-        .unwrap()
-        .get(0);
+        .await;
     assert_eq!(lines, 10);
 }
 
@@ -163,23 +158,19 @@ async fn each_create_of_a_shared_statement_gets_its_own_answer() {
     .map(|(m, s)| (m.to_owned(), s.to_owned()))
     .collect();
     assert_eq!(owners, expected);
-    let audited: i64 = c
-        .query_one(
+    let audited = app
+        .count(
             "SELECT count(*) FROM audit_events WHERE action = 'phone.create' AND tenant_slug = 'acme'",
             &[],
         )
-        .await
-        .unwrap()
-        .get(0);
+        .await;
     assert_eq!(audited, 5);
-    let lines: i64 = c
-        .query_one(
+    let lines = app
+        .count(
             "SELECT count(*) FROM phone_lines WHERE phone_mac LIKE '0004F2D%'",
             &[],
         )
-        .await
-        .unwrap()
-        .get(0);
+        .await;
     assert_eq!(lines, 6);
 }
 

@@ -30,11 +30,6 @@ async fn get_bytes(app: &TestApp, path: &str, token: &str) -> (StatusCode, Vec<u
     (r.status(), r.bytes().await.unwrap().to_vec())
 }
 
-async fn count(app: &TestApp, sql: &str) -> i64 {
-    let c = app.sql().await;
-    c.query_one(sql, &[]).await.unwrap().get(0)
-}
-
 #[tokio::test]
 async fn uploads_are_stored_once_served_byte_for_byte_and_collected_when_unused() {
     let app = TestApp::spawn().await;
@@ -64,7 +59,7 @@ async fn uploads_are_stored_once_served_byte_for_byte_and_collected_when_unused(
             .status,
         StatusCode::CREATED
     );
-    assert_eq!(count(&app, "SELECT count(*) FROM blobs").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM blobs", &[]).await, 1);
 
     let (status, bytes) = get_bytes(&app, "/v1/files/P0S3-8-12-00.sb2", &admin).await;
     assert_eq!(status, StatusCode::OK);
@@ -73,7 +68,7 @@ async fn uploads_are_stored_once_served_byte_for_byte_and_collected_when_unused(
     // Replacing one name keeps the blob for the other; deleting both removes it.
     let r = put(&app, "/v1/files/copy.sb2", &admin, b"other".to_vec()).await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(count(&app, "SELECT count(*) FROM blobs").await, 2);
+    assert_eq!(app.count("SELECT count(*) FROM blobs", &[]).await, 2);
     for name in ["P0S3-8-12-00.sb2", "copy.sb2"] {
         let r = app
             .call(
@@ -85,7 +80,7 @@ async fn uploads_are_stored_once_served_byte_for_byte_and_collected_when_unused(
             .await;
         assert_eq!(r.status, StatusCode::NO_CONTENT);
     }
-    assert_eq!(count(&app, "SELECT count(*) FROM blobs").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM blobs", &[]).await, 0);
     let r = app
         .call(Method::GET, "/v1/files/copy.sb2", Some(&admin), None)
         .await;

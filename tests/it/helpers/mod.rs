@@ -271,6 +271,20 @@ impl TestApp {
         .await
     }
 
+    /// The one `bigint` that `sql` selects (a `count(*)`), over a connection of its own.
+    pub async fn count(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> i64 {
+        self.sql()
+            .await
+            .query_one(sql, params)
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     /// PUTs a one-line 7960 with `mac` into `slug`.
     pub async fn put_phone(&self, slug: &str, mac: &str) -> Resp {
         self.call(
