@@ -26,7 +26,8 @@ type Reply = oneshot::Sender<Result<Option<Phone>, DbError>>;
 /// 5,846-6,497 with two pipelined on one connection, and 4,581-5,142 with two to four on connections of
 /// their own (smaller batches, more PostgreSQL CPU per create: 0.11 ms with one in flight, 0.16-0.20 ms).
 /// A lane per tenant, not one for all: a create waiting on a lock (its tenant being deleted, its MAC being
-/// imported elsewhere) holds up only its own tenant's creates. Cheap to clone; one per process.
+/// imported elsewhere) holds up only its own tenant's creates. A busy lane keeps its connection only while
+/// nobody else waits for one of the pool. Cheap to clone; one per process.
 #[derive(Clone, Default)]
 pub struct CreateBatcher {
     lanes: Arc<Mutex<HashMap<String, Lane>>>,
@@ -103,6 +104,11 @@ impl CreateBatcher {
                     lanes.remove(&slug);
                 }
                 return;
+            }
+            if pool.status().waiting > 0 {
+                // Others wait for a connection of this pool: the lane's goes back once its statements
+                // in flight end, and its next statement queues for one like everybody else.
+                lane.conn = Arc::default();
             }
             let n = lane.waiting.len().min(MAX_BATCH);
             batch = lane.waiting.drain(..n).collect();

@@ -279,3 +279,45 @@ async fn concurrent_api_creates_answer_like_sequential_ones() {
     assert_eq!(counts.get::<_, i64>(2), 1);
     assert_eq!(counts.get::<_, String>(3), "bravo");
 }
+
+#[tokio::test]
+async fn a_busy_tenants_lane_lets_go_of_its_connection_when_others_wait_for_one() {
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    app.create_tenant("bravo").await;
+    // One connection for everybody; the pool gives up on a waiter after 2 s.
+    let pool = dialtone::db::pool(&app.db_url, 1).unwrap();
+    let batcher = CreateBatcher::default();
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    // acme keeps its lane busy for 5 s: a create always waits there when a statement ends.
+    let busy: Vec<_> = (0..4u32)
+        .map(|t| {
+            let (batcher, pool) = (batcher.clone(), pool.clone());
+            tokio::spawn(async move {
+                let mut created = 0u32;
+                while tokio::time::Instant::now() < until {
+                    let mac = format!("0004F3{t:02X}{created:04X}");
+                    batcher
+                        .create(&pool, new_phone("acme", &mac))
+                        .await
+                        .unwrap();
+                    created += 1;
+                }
+                created
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let other = batcher
+        .create(&pool, new_phone("bravo", "0004F2E00003"))
+        .await
+        .expect("bravo gets the connection in its turn");
+    assert!(other.is_some());
+    assert!(
+        tokio::time::Instant::now() < until,
+        "bravo's create ended while acme's lane was still busy"
+    );
+    for t in busy {
+        assert!(t.await.unwrap() > 0);
+    }
+}
