@@ -299,41 +299,27 @@ pub async fn try_create_many(
     c: &impl GenericClient,
     creates: &[NewPhone],
 ) -> Result<Vec<Option<Phone>>, DbError> {
-    let n = creates.len();
-    let (mut slugs, mut ids, mut macs, mut models) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut labels, mut descriptions, mut enabled, mut settings) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut subjects, mut roles, mut details) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
+    let macs: Vec<String> = creates.iter().map(|p| p.mac.to_string()).collect();
+    let slugs: Vec<&str> = creates.iter().map(|p| p.slug.as_str()).collect();
+    let ids: Vec<Uuid> = creates.iter().map(|_| Uuid::new_v4()).collect();
+    let models: Vec<&str> = creates.iter().map(|p| p.spec.model.as_str()).collect();
+    let labels: Vec<&str> = creates.iter().map(|p| p.spec.label.as_str()).collect();
+    let descriptions: Vec<&str> = creates
+        .iter()
+        .map(|p| p.spec.description.as_str())
+        .collect();
+    let enabled: Vec<bool> = creates.iter().map(|p| p.spec.enabled).collect();
+    let settings: Vec<serde_json::Value> =
+        creates.iter().map(|p| p.spec.settings.to_json()).collect();
+    let subjects: Vec<&str> = creates.iter().map(|p| p.actor.subject.as_str()).collect();
+    let roles: Vec<&str> = creates.iter().map(|p| p.actor.role.as_str()).collect();
+    let details: Vec<&serde_json::Value> = creates.iter().map(|p| &p.detail).collect();
+    // Every create's lines in one set of arrays, each line with its phone's MAC.
     let mut lines = LineArrays::default();
-    let mut line_macs = Vec::new();
-    for p in creates {
-        let mac = p.mac.to_string();
-        slugs.push(p.slug.as_str());
-        ids.push(Uuid::new_v4());
-        models.push(p.spec.model.as_str());
-        labels.push(p.spec.label.as_str());
-        descriptions.push(p.spec.description.as_str());
-        enabled.push(p.spec.enabled);
-        settings.push(p.spec.settings.to_json());
-        subjects.push(p.actor.subject.as_str());
-        roles.push(p.actor.role.as_str());
-        details.push(&p.detail);
+    let mut line_macs: Vec<&str> = Vec::new();
+    for (p, mac) in creates.iter().zip(&macs) {
         lines.extend(&p.spec, &HashMap::new());
-        line_macs.resize(lines.positions.len(), mac.clone());
-        macs.push(mac);
+        line_macs.resize(lines.positions.len(), mac);
     }
     let rows = c
         .query(
