@@ -174,7 +174,15 @@ pub async fn run_writer(
     let mut stored = ServedCache::default();
     // Batches given up after a failed attempt (their COMMIT may have gone through): (id, events).
     let mut unconfirmed: Vec<(uuid::Uuid, u64)> = Vec::new();
+    let mut drops = DropWarning::new();
     loop {
+        if let Some(n) = drops.due(std::time::Instant::now(), queue.dropped()) {
+            tracing::warn!(
+                dropped = n,
+                total = queue.dropped(),
+                "fetch events dropped: the queue was full (the database is away or stores them slower than they arrive; see dialtone_fetch_events_dropped_total)"
+            );
+        }
         let stop = tokio::select! {
             _ = shutdown.cancelled() => true,
             _ = tokio::time::sleep(interval) => false,
@@ -240,6 +248,40 @@ pub async fn run_writer(
         if stop {
             return;
         }
+    }
+}
+
+/// When to log that events were dropped: at once for the first drops, then at most every
+/// [`DROP_WARNING_EVERY`], with the number dropped since the last warning.
+struct DropWarning {
+    reported: u64,
+    last: Option<std::time::Instant>,
+}
+
+/// Least time between two warnings of dropped events.
+const DROP_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+impl DropWarning {
+    fn new() -> Self {
+        DropWarning {
+            reported: 0,
+            last: None,
+        }
+    }
+
+    /// Events dropped since the last warning, when one is due now; `total` is the dropped count so far.
+    fn due(&mut self, now: std::time::Instant, total: u64) -> Option<u64> {
+        if total <= self.reported
+            || self
+                .last
+                .is_some_and(|at| now.duration_since(at) < DROP_WARNING_EVERY)
+        {
+            return None;
+        }
+        let n = total - self.reported;
+        self.reported = total;
+        self.last = Some(now);
+        Some(n)
     }
 }
 
@@ -558,6 +600,23 @@ mod tests {
         let mut again = vec![fetch("0A0000000001", "SIP0A0000000001.cnf", 2, 4)];
         cache.mark_known(&mut again);
         assert!(!again[0].served_known);
+    }
+
+    #[test]
+    fn dropped_events_are_reported_at_once_then_at_most_once_a_minute_with_the_count_since() {
+        let t0 = std::time::Instant::now();
+        let mut w = DropWarning::new();
+        assert_eq!(w.due(t0, 0), None, "nothing dropped");
+        assert_eq!(w.due(t0, 5), Some(5), "the first drops at once");
+        assert_eq!(w.due(t0 + Duration::from_secs(30), 9), None);
+        assert_eq!(
+            w.due(t0 + DROP_WARNING_EVERY, 12),
+            Some(7),
+            "a minute later, all since the last warning"
+        );
+        let t1 = t0 + DROP_WARNING_EVERY * 3;
+        assert_eq!(w.due(t1, 12), None, "no new drops, no warning");
+        assert_eq!(w.due(t1, 13), Some(1));
     }
 
     #[test]
