@@ -87,14 +87,17 @@ pub struct RawEvent {
 
 /// Events waiting that wake the writer before its interval has passed.
 ///
-/// Large, because PostgreSQL's CPU per event falls with the batch: HTTP :6970 `Connection: close`
-/// under `wrk -c64` (~45,000 requests/s, so a batch every 23 ms at 1,024), PostgreSQL CPU 5.0 µs an event
-/// with batches of 1,024 to 5,000 events, 3.8 µs with 8,192 to 20,000, 3.5 µs with 16,384 to 32,768
-/// (and 8% more requests/s, the CPU going to serving). Events still reach the database within the
-/// writer's interval (250 ms) at any rate below this many per interval.
-const BATCH_EARLY: usize = 16_384;
+/// Batches are large because PostgreSQL's CPU per event falls with the batch: HTTP :6970
+/// `Connection: close` under `wrk -c64` (~45,000 requests/s, a batch every 23 ms at 1,024), PostgreSQL
+/// 5.0 µs an event with batches of 1,024 to 5,000 events, 3.8 µs with 8,192 to 20,000, 3.5 µs with 16,384
+/// to 32,768. Not larger, because a batch is one burst of PostgreSQL CPU beside the TFTP workers: in a
+/// 10,000-phone storm (current firmware, 500 at once, 2 cores) batches of up to 32,768 put the transfer
+/// p99 above 50 ms in 2 of 10 runs (50.7, 94.2 ms), up to 16,384 in none of 7 (max 38 ms), as 1,024 to
+/// 5,000 (max 41 ms). Events reach the database within the writer's interval (250 ms) at any rate below
+/// this many per interval.
+const BATCH_EARLY: usize = 8_192;
 /// Most events stored in one batch (one `COPY`, one transaction).
-const BATCH_MAX: usize = 32_768;
+const BATCH_MAX: usize = 16_384;
 
 /// The bounded queue between the request path and the writer.
 pub struct EventQueue {
