@@ -87,17 +87,16 @@ pub struct RawEvent {
 
 /// Events waiting that wake the writer before its interval has passed.
 ///
-/// Batches are large because PostgreSQL's CPU per event falls with the batch: HTTP :6970
-/// `Connection: close` under `wrk -c64` (~45,000 requests/s, a batch every 23 ms at 1,024), PostgreSQL
-/// 5.0 µs an event with batches of 1,024 to 5,000 events, 3.8 µs with 8,192 to 20,000, 3.5 µs with 16,384
-/// to 32,768. Not larger, because a batch is one burst of PostgreSQL CPU beside the TFTP workers: in a
-/// 10,000-phone storm (current firmware, 500 at once, 2 cores) batches of up to 32,768 put the transfer
-/// p99 above 50 ms in 2 of 10 runs (50.7, 94.2 ms), up to 16,384 in none of 7 (max 38 ms), as 1,024 to
-/// 5,000 (max 41 ms). Events reach the database within the writer's interval (250 ms) at any rate below
-/// this many per interval.
-const BATCH_EARLY: usize = 8_192;
+/// Larger batches cost PostgreSQL less CPU per event, but each batch is one burst of PostgreSQL CPU beside
+/// the TFTP workers, and the storm's tail latency pays for it. Measured (2 cores): HTTP :6970
+/// `Connection: close` under `wrk -c64` (~45,000 requests/s), PostgreSQL 5.0 µs an event with batches of
+/// 1,024 to 5,000 events, 3.8 µs with 8,192 to 20,000, 3.5 µs with 16,384 to 32,768; `bench/run --only
+/// small,storm`, the same binary both ways, 10,000 phones, current firmware, 500 at once: 1,024 to 5,000
+/// wall 1.24 s, transfer p99 35.3 ms; 8,192 to 16,384 wall 1.11 s, p99 67.6 ms (target < 50 ms). The
+/// storm's p99 decides.
+const BATCH_EARLY: usize = 1_024;
 /// Most events stored in one batch (one `COPY`, one transaction).
-const BATCH_MAX: usize = 16_384;
+const BATCH_MAX: usize = 5_000;
 
 /// The bounded queue between the request path and the writer.
 pub struct EventQueue {
