@@ -151,9 +151,9 @@ fn written(
 }
 
 /// The common case of a create, a new MAC in an existing tenant, as one statement shared with the
-/// tenant's other creates waiting at the same time ([`super::CreateBatcher`]). `None`: nothing written, take the general path (it
-/// tells a missing tenant, a MAC of this tenant and one of another apart). A conditional request
-/// (`If-Match`) always takes it.
+/// tenant's other creates waiting at the same time ([`super::CreateBatcher`]). `None`: nothing written,
+/// take the general path (it tells a missing tenant, a MAC of this tenant and one of another apart). A
+/// conditional request (`If-Match`) always takes it.
 async fn try_create(
     state: &AppState,
     p: &Principal,

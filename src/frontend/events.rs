@@ -187,12 +187,13 @@ pub async fn run_writer(
     let mut stored = ServedCache::default();
     // Batches given up after a failed attempt (their COMMIT may have gone through): (id, events).
     let mut unconfirmed: Vec<(uuid::Uuid, u64)> = Vec::new();
-    let mut drops = DropWarning::new();
+    let mut drops = DropWarning::default();
     loop {
-        if let Some(n) = drops.due(std::time::Instant::now(), queue.dropped()) {
+        let total = queue.dropped();
+        if let Some(n) = drops.due(std::time::Instant::now(), total) {
             tracing::warn!(
                 dropped = n,
-                total = queue.dropped(),
+                total,
                 "fetch events dropped: the queue was full (the database is away or stores them slower than they arrive; see dialtone_fetch_events_dropped_total)"
             );
         }
@@ -266,6 +267,7 @@ pub async fn run_writer(
 
 /// When to log that events were dropped: at once for the first drops, then at most every
 /// [`DROP_WARNING_EVERY`], with the number dropped since the last warning.
+#[derive(Default)]
 struct DropWarning {
     reported: u64,
     last: Option<std::time::Instant>,
@@ -275,13 +277,6 @@ struct DropWarning {
 const DROP_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 impl DropWarning {
-    fn new() -> Self {
-        DropWarning {
-            reported: 0,
-            last: None,
-        }
-    }
-
     /// Events dropped since the last warning, when one is due now; `total` is the dropped count so far.
     fn due(&mut self, now: std::time::Instant, total: u64) -> Option<u64> {
         if total <= self.reported
@@ -618,7 +613,7 @@ mod tests {
     #[test]
     fn dropped_events_are_reported_at_once_then_at_most_once_a_minute_with_the_count_since() {
         let t0 = std::time::Instant::now();
-        let mut w = DropWarning::new();
+        let mut w = DropWarning::default();
         assert_eq!(w.due(t0, 0), None, "nothing dropped");
         assert_eq!(w.due(t0, 5), Some(5), "the first drops at once");
         assert_eq!(w.due(t0 + Duration::from_secs(30), 9), None);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use dialtone::api::CreateBatcher;
 use dialtone::db::audit::Actor;
 use dialtone::db::phones::NewPhone;
-use dialtone::db::DbError;
+use dialtone::db::{DbError, Pool};
 use dialtone::domain::{MacAddress, PhoneSpec, PhoneSpecInput};
 use futures_util::future::join_all;
 use reqwest::{Method, StatusCode};
@@ -30,6 +30,16 @@ fn new_phone(slug: &str, mac: &str) -> NewPhone {
     }
 }
 
+/// A test app with the tenants `slugs`, a pool of `connections` to its database, and a batcher.
+async fn with_tenants(slugs: &[&str], connections: usize) -> (TestApp, Pool, CreateBatcher) {
+    let app = TestApp::spawn().await;
+    for slug in slugs {
+        app.create_tenant(slug).await;
+    }
+    let pool = dialtone::db::pool(&app.db_url, connections).unwrap();
+    (app, pool, CreateBatcher::default())
+}
+
 /// The transaction ids that wrote the phones `macs`, one per phone.
 async fn writers(app: &TestApp, macs: &[String]) -> Vec<String> {
     app.sql()
@@ -47,10 +57,7 @@ async fn writers(app: &TestApp, macs: &[String]) -> Vec<String> {
 
 #[tokio::test]
 async fn creates_waiting_together_commit_together() {
-    let app = TestApp::spawn().await;
-    app.create_tenant("acme").await;
-    let pool = dialtone::db::pool(&app.db_url, 4).unwrap();
-    let batcher = CreateBatcher::default();
+    let (app, pool, batcher) = with_tenants(&["acme"], 4).await;
     let macs: Vec<String> = (0..10).map(|i| format!("0004F2C000{i:02X}")).collect();
     // All ten are queued before any statement runs (this test's runtime has one thread): the first two
     // start statements at once (the lane's pipeline), the other eight wait and share the next one.
@@ -88,15 +95,11 @@ async fn creates_waiting_together_commit_together() {
 
 #[tokio::test]
 async fn each_create_of_a_shared_statement_gets_its_own_answer() {
-    let app = TestApp::spawn().await;
-    app.create_tenant("acme").await;
-    app.create_tenant("bravo").await;
+    let (app, pool, batcher) = with_tenants(&["acme", "bravo"], 4).await;
     assert_eq!(
         app.put_phone("bravo", "0004F2D00001").await.status,
         StatusCode::CREATED
     );
-    let pool = dialtone::db::pool(&app.db_url, 4).unwrap();
-    let batcher = CreateBatcher::default();
     let mut unstorable = new_phone("acme", "0004F2D00005");
     unstorable.spec.label = "a\0b".into();
     // Two fillers take the lane's two places, so the rest share one statement.
@@ -176,11 +179,7 @@ async fn each_create_of_a_shared_statement_gets_its_own_answer() {
 
 #[tokio::test]
 async fn a_tenants_create_waiting_on_a_lock_does_not_hold_up_another_tenants() {
-    let app = TestApp::spawn().await;
-    app.create_tenant("acme").await;
-    app.create_tenant("bravo").await;
-    let pool = dialtone::db::pool(&app.db_url, 4).unwrap();
-    let batcher = CreateBatcher::default();
+    let (app, pool, batcher) = with_tenants(&["acme", "bravo"], 4).await;
     // acme's row locked as a tenant delete or rename would: its creates' foreign-key check waits.
     let mut locker = app.sql().await;
     let tx = locker.transaction().await.unwrap();
@@ -282,12 +281,8 @@ async fn concurrent_api_creates_answer_like_sequential_ones() {
 
 #[tokio::test]
 async fn a_busy_tenants_lane_lets_go_of_its_connection_when_others_wait_for_one() {
-    let app = TestApp::spawn().await;
-    app.create_tenant("acme").await;
-    app.create_tenant("bravo").await;
     // One connection for everybody; the pool gives up on a waiter after 2 s.
-    let pool = dialtone::db::pool(&app.db_url, 1).unwrap();
-    let batcher = CreateBatcher::default();
+    let (_app, pool, batcher) = with_tenants(&["acme", "bravo"], 1).await;
     let until = tokio::time::Instant::now() + Duration::from_secs(5);
     // acme keeps its lane busy for 5 s: a create always waits there when a statement ends.
     let busy: Vec<_> = (0..4u32)
