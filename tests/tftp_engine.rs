@@ -187,6 +187,17 @@ async fn wait_for(within: Duration, what: &str, mut cond: impl FnMut() -> bool) 
     }
 }
 
+/// The report of a transfer the client saw through: the server knows it is served only once the client's
+/// final ACK arrives, and that ACK is the last thing the client sends, so the report may trail the client
+/// by a moment. (Refusals and misses are recorded before the answer leaves, so no wait is needed there.)
+async fn report_after_client(srv: &Srv, name: &str) -> TransferReport {
+    wait_for(Duration::from_secs(5), "the transfer's report", || {
+        srv.src.report_for(name).is_some()
+    })
+    .await;
+    srv.src.report_for(name).unwrap()
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Raw test client (its own byte handling, independent of the engine's codec)
 
@@ -401,7 +412,7 @@ async fn curl_fetches_files_byte_exact() {
             "{name} {extra:?} differs"
         );
     }
-    let r = srv.src.report_for("100k.bin").unwrap();
+    let r = report_after_client(&srv, "100k.bin").await;
     assert_eq!(r.outcome, Outcome::Served);
     assert_eq!(r.bytes, 100 * 1024);
     assert_eq!(r.peer.ip(), "127.0.0.1".parse::<IpAddr>().unwrap());
@@ -549,7 +560,7 @@ async fn windowed_5mb_with_blksize_8192() {
     assert_eq!(oack_value(&f, "tsize"), Some("5000000"));
     assert!(f.data == file("5m.bin"), "5 MB file differs");
     assert_eq!(f.sizes.len(), 5_000_000 / 8192 + 1);
-    let served = srv.src.report_for("5m.bin").unwrap();
+    let served = report_after_client(&srv, "5m.bin").await;
     assert_eq!((served.outcome, served.bytes), (Outcome::Served, 5_000_000));
     srv.shutdown().await;
 }

@@ -722,13 +722,14 @@ impl Worker {
                     }
                 }
                 bump(&stats.misses);
-                self.reply_error(from, ErrorCode::FileNotFound, "File not found");
+                // Recorded before the answer leaves: a client that got it always finds it on record.
                 self.shared.report(peer, name, Outcome::NotFound);
+                self.reply_error(from, ErrorCode::FileNotFound, "File not found");
             }
             Lookup::Refused => {
                 bump(&stats.refused);
-                self.reply_error(from, ErrorCode::AccessViolation, "Access violation");
                 self.shared.report(peer, name, Outcome::Refused);
+                self.reply_error(from, ErrorCode::AccessViolation, "Access violation");
             }
             Lookup::Silent => {
                 bump(&stats.dropped_silent);
@@ -745,8 +746,8 @@ impl Worker {
             return;
         }
         bump(&self.shared.stats.refused);
-        self.reply_error(from, ErrorCode::AccessViolation, "Access violation");
         self.shared.report(peer, req.filename, Outcome::Refused);
+        self.reply_error(from, ErrorCode::AccessViolation, "Access violation");
     }
 
     fn reply_error(&mut self, to: SocketAddr, code: ErrorCode, msg: &str) {
