@@ -722,14 +722,11 @@ impl Worker {
                     }
                 }
                 bump(&stats.misses);
-                // Recorded before the answer leaves: a client that got it always finds it on record.
-                self.shared.report(peer, name, Outcome::NotFound);
-                self.reply_error(from, ErrorCode::FileNotFound, "File not found");
+                self.refuse(from, peer, name, Outcome::NotFound);
             }
             Lookup::Refused => {
                 bump(&stats.refused);
-                self.shared.report(peer, name, Outcome::Refused);
-                self.reply_error(from, ErrorCode::AccessViolation, "Access violation");
+                self.refuse(from, peer, name, Outcome::Refused);
             }
             Lookup::Silent => {
                 bump(&stats.dropped_silent);
@@ -746,8 +743,17 @@ impl Worker {
             return;
         }
         bump(&self.shared.stats.refused);
-        self.shared.report(peer, req.filename, Outcome::Refused);
-        self.reply_error(from, ErrorCode::AccessViolation, "Access violation");
+        self.refuse(from, peer, req.filename, Outcome::Refused);
+    }
+
+    /// Answers a request with the ERROR its outcome calls for (`NotFound`: 1, else 2), recorded first:
+    /// a client that got the answer always finds it on record.
+    fn refuse(&mut self, from: SocketAddr, peer: SocketAddr, name: &str, outcome: Outcome) {
+        self.shared.report(peer, name, outcome);
+        match outcome {
+            Outcome::NotFound => self.reply_error(from, ErrorCode::FileNotFound, "File not found"),
+            _ => self.reply_error(from, ErrorCode::AccessViolation, "Access violation"),
+        }
     }
 
     fn reply_error(&mut self, to: SocketAddr, code: ErrorCode, msg: &str) {
