@@ -62,6 +62,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "audit_events_tenant_newest_first",
         include_str!("../../sql/V12__audit_events_tenant_newest_first.sql"),
     ),
+    (
+        13,
+        "fetch_events_shared_files_index",
+        include_str!("../../sql/V13__fetch_events_shared_files_index.sql"),
+    ),
 ];
 
 /// Advisory-lock key that serialises concurrent `migrate` runs across processes.

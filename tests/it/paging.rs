@@ -223,3 +223,63 @@ async fn pages_read_only_their_rows_beside_a_large_tenant() {
     let read = rows_read(&tx, "audit_events").await - before;
     assert!(read <= 120, "two pages of the audit log read {read} rows");
 }
+
+/// Deleting a tenant deletes its fetch events through indexes, beside a large tenant: those that name a
+/// phone through the per-phone index, the others (shared files, misses) through the small index that V13
+/// keeps for them. Neither kind may be left behind, and no other tenant's events may be read or lost.
+#[tokio::test]
+async fn deleting_a_tenant_reads_only_its_own_fetch_events() {
+    let app = TestApp::spawn().await;
+    app.create_tenant("large").await;
+    app.create_tenant("small").await;
+    let mut c = connection(&app).await;
+    let (large, small) = (tenant_id(&c, "large").await, tenant_id(&c, "small").await);
+    // Half of each tenant's events name a phone, half do not (as in a boot storm's shared files).
+    let insert = "INSERT INTO fetch_events (at, tenant_id, protocol, source, source_port, file_name, phone_mac,
+                                            outcome, bytes, duration_us)
+                  SELECT now(), $1, 'tftp', '10.0.0.1', 1024,
+                         CASE WHEN i % 2 = 0 THEN 'SIP0004F2D000' || lpad((i % 100)::text, 2, '0') || '.cnf'
+                              ELSE 'SIPDefault.cnf' END,
+                         CASE WHEN i % 2 = 0 THEN '0004F2D000' || lpad((i % 100)::text, 2, '0') END,
+                         'served', 100, 50
+                  FROM generate_series(1, $2::int) i";
+    c.execute(insert, &[&large, &20_000i32]).await.unwrap();
+    c.execute(insert, &[&small, &6i32]).await.unwrap();
+    c.batch_execute("ANALYZE fetch_events").await.unwrap();
+
+    let tx = c.transaction().await.unwrap();
+    let before = rows_read(&tx, "fetch_events").await;
+    let deleted = tx
+        .execute("DELETE FROM tenants WHERE id = $1", &[&small])
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let read = rows_read(&tx, "fetch_events").await - before;
+    let left = |tenant: uuid::Uuid| {
+        let tx = &tx;
+        async move {
+            tx.query_one(
+                "SELECT count(*) FILTER (WHERE phone_mac IS NOT NULL), count(*) FILTER (WHERE phone_mac IS NULL)
+                 FROM fetch_events WHERE tenant_id = $1",
+                &[&tenant],
+            )
+            .await
+            .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)))
+            .unwrap()
+        }
+    };
+    assert_eq!(
+        left(small).await,
+        (0, 0),
+        "both kinds of its events went with it"
+    );
+    assert_eq!(
+        left(large).await,
+        (10_000, 10_000),
+        "the other tenant's events stay"
+    );
+    assert!(
+        read <= 20,
+        "deleting a tenant with 6 fetch events read {read} rows of fetch_events beside 20,000 of another tenant"
+    );
+}
