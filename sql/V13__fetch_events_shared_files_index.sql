@@ -7,8 +7,7 @@
 -- leaf splits in half and its right half is never filled again. No read looks for them by phone. After
 -- 1,000,000 storm events that index was 84 MB. Now the two indexes together are 31 MB (27 MB per-phone,
 -- 4 MB shared-file; the shared-file index deduplicates its tenant keys). PostgreSQL used 31-35 CPU ticks per
--- current-firmware storm against 40-52, and the storm's wall was 1.21-1.39 s against 1.41-1.50 s
--- (BENCHMARKS.md).
+-- current-firmware storm against 40-52, and 15-25% less CPU in `bench/run`'s storms (BENCHMARKS.md).
 --
 -- The reads (`db::fetches`: history, last seen, a tenant's last seen) compare `phone_mac` to a value, which
 -- implies `phone_mac IS NOT NULL`, so they use the partial index also in generic plans (tests/it/paging.rs).
