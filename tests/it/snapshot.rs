@@ -701,3 +701,79 @@ async fn a_delta_reads_only_the_changed_tenants_settings() {
     assert_eq!(sip_port(&full.snapshot, "acme"), Some(5080));
     assert_eq!(sip_port(&full.snapshot, "bravo"), Some(5099));
 }
+
+/// A full load reads phones and lines in one stream and groups the rows by phone: every phone gets exactly
+/// its own lines, in position order, whichever join PostgreSQL picks (lines written out of order; a hash
+/// join hands a phone's lines back in another order than the primary key), and phones without lines get
+/// none.
+#[tokio::test]
+async fn a_full_load_gives_each_phone_its_own_lines_in_position_order_under_any_join() {
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    app.create_tenant("bravo").await;
+    app.sql()
+        .await
+        .batch_execute(
+            "INSERT INTO phones (mac, id, tenant_id, model)
+                 SELECT m, gen_random_uuid(), t.id, '7960'
+                 FROM (VALUES ('0A0000000001', 'acme'), ('0A0000000002', 'acme'), ('0A0000000003', 'bravo'),
+                              ('0A0000000004', 'acme'), ('0A0000000005', 'bravo')) v (m, s)
+                 JOIN tenants t ON t.slug = v.s;
+             INSERT INTO phone_lines (phone_mac, position, number, auth_name, password) VALUES
+                 ('0A0000000001', 3, '103', '103', 'p3'), ('0A0000000003', 2, '302', '302', NULL),
+                 ('0A0000000001', 1, '101', '101', 'p1'), ('0A0000000004', 1, '401', '401', 'p4'),
+                 ('0A0000000003', 1, '301', '301', NULL), ('0A0000000001', 2, '102', '102', 'p2'),
+                 ('0A0000000005', 1, '501', '501', 'p5');",
+        )
+        .await
+        .unwrap();
+    let want = [
+        ("0A0000000001", vec!["101", "102", "103"]),
+        ("0A0000000002", vec![]),
+        ("0A0000000003", vec!["301", "302"]),
+        ("0A0000000004", vec!["401"]),
+        ("0A0000000005", vec!["501"]),
+    ];
+    let mut reader = app.sql().await;
+    let mut blobs = BlobCache::new();
+    for plan in [
+        "RESET ALL",
+        "SET enable_mergejoin = off; SET enable_nestloop = off",
+        "SET enable_mergejoin = off; SET enable_hashjoin = off",
+    ] {
+        reader.batch_execute(plan).await.unwrap();
+        let loaded = load(&mut reader, &mut blobs, None).await.unwrap();
+        let got: Vec<(String, Vec<String>)> = {
+            let mut v: Vec<_> = loaded
+                .snapshot
+                .phones_shared()
+                .map(|p| {
+                    (
+                        p.mac.to_string(),
+                        p.lines.iter().map(|l| l.number.clone()).collect(),
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let want: Vec<(String, Vec<String>)> = want
+            .iter()
+            .map(|(m, l)| (m.to_string(), l.iter().map(|s| s.to_string()).collect()))
+            .collect();
+        assert_eq!(got, want, "plan: {plan}");
+        let first = loaded
+            .snapshot
+            .phone(dialtone::domain::MacAddress::from_bare_hex("0A0000000001").unwrap())
+            .unwrap();
+        assert_eq!(
+            first
+                .lines
+                .iter()
+                .map(|l| l.password.as_str())
+                .collect::<Vec<_>>(),
+            ["p1", "p2", "p3"],
+            "plan: {plan}"
+        );
+    }
+}
