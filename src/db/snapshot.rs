@@ -49,6 +49,27 @@ pub async fn load(
     blobs: &mut BlobCache,
     previous: Option<(&Snapshot, &str)>,
 ) -> Result<Loaded, DbError> {
+    load_sharing(client, blobs, previous, previous.map(|(prev, _)| prev)).await
+}
+
+/// A full load (the refresher's periodic safety net) that shares with `current` each phone whose row is
+/// what `current` holds, under the same tenant index: a second copy of every phone would be allocated and
+/// the first one freed every time (1,000,000 phones: ~400 MB, most of the reload's time on this kind of
+/// VM, where memory given back to the host is dear to take again).
+pub async fn load_full(
+    client: &mut tokio_postgres::Client,
+    blobs: &mut BlobCache,
+    current: &Snapshot,
+) -> Result<Loaded, DbError> {
+    load_sharing(client, blobs, None, Some(current)).await
+}
+
+async fn load_sharing(
+    client: &mut tokio_postgres::Client,
+    blobs: &mut BlobCache,
+    previous: Option<(&Snapshot, &str)>,
+    share: Option<&Snapshot>,
+) -> Result<Loaded, DbError> {
     let tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
@@ -144,7 +165,6 @@ pub async fn load(
         .collect();
 
     // Compiled templates are reused from any previous snapshot when the source is unchanged.
-    let previous_all = previous.map(|(prev, _)| prev);
     // A delta needs the same tenants at the same indices as the previous snapshot.
     let previous = previous.filter(|(prev, _)| {
         prev.tenants().len() == tenants.len()
@@ -158,7 +178,7 @@ pub async fn load(
     let delta = match previous {
         None => None,
         Some((prev, x)) => {
-            let changed = read_phones(&tx, &index, Some(x)).await?;
+            let changed = read_phones(&tx, &index, Some(x), None).await?;
             let gone: Vec<MacAddress> = tx
                 .query(
                     &format!("SELECT key FROM tombstones WHERE kind = 'phone' AND {UNSEEN}"),
@@ -172,11 +192,11 @@ pub async fn load(
         }
     };
     let full = match delta {
-        None => Some(read_phones(&tx, &index, None).await?),
+        None => Some(read_phones(&tx, &index, None, share).await?),
         Some(_) => None,
     };
     let global = read_files(&tx, &index, &mut tenants, blobs).await?;
-    read_templates(&tx, &index, &mut tenants, previous_all).await?;
+    read_templates(&tx, &index, &mut tenants, share).await?;
     tx.commit().await?;
     let snapshot = match (delta, full) {
         (Some((prev, changed, gone)), _) => {
@@ -197,14 +217,16 @@ pub async fn load(
     })
 }
 
-/// Phones with their lines: all of them, or those written since database snapshot `since`.
+/// Phones with their lines: all of them (sharing the unchanged ones of `share`), or those written since
+/// database snapshot `since`.
 async fn read_phones(
     tx: &Transaction<'_>,
     index: &HashMap<Uuid, usize>,
     since: Option<&str>,
+    share: Option<&Snapshot>,
 ) -> Result<Vec<Arc<PhoneView>>, DbError> {
     let Some(since) = since else {
-        return read_all_phones(tx, index).await;
+        return read_all_phones(tx, index, share).await;
     };
     // The phones written since, then the lines of exactly those by primary key. Selecting the lines with
     // the snapshot condition in a subquery was planned as a hash join over every line of every phone:
@@ -235,7 +257,7 @@ async fn read_phones(
     for r in phone_rows {
         let mac_text: &str = r.get(0);
         let own = lines.remove(mac_text).unwrap_or_default();
-        phones.extend(phone_from_row(&r, index, own).map(|p| finish_phone(p, &[])));
+        phones.extend(phone_from_row(&r, index, own).map(|p| Arc::new(finish_phone(p, &[]))));
     }
     Ok(phones)
 }
@@ -243,10 +265,13 @@ async fn read_phones(
 /// Every phone with its lines (a cold load: 1,000,000 phones), from one query whose rows are turned into
 /// phones as they arrive. PostgreSQL reads and sends on one core while this builds on the other, and no
 /// row outlives its phone: collecting the phones' and the lines' rows first and matching them through a
-/// map of every line took 2-4 times as long, most of it in memory that the load never needed.
+/// map of every line took 2-4 times as long, most of it in memory that the load never needed. A phone
+/// that `share` holds unchanged is taken from it (the row's copy is dropped at once, so its memory serves
+/// the next row).
 async fn read_all_phones(
     tx: &Transaction<'_>,
     index: &HashMap<Uuid, usize>,
+    share: Option<&Snapshot>,
 ) -> Result<Vec<Arc<PhoneView>>, DbError> {
     use futures_util::TryStreamExt;
     // Ordered by MAC only: a merge join of the two primary keys, no sort. A phone's lines are put in
@@ -262,41 +287,49 @@ async fn read_all_phones(
         .await?;
     futures_util::pin_mut!(rows);
     let mut phones: Vec<Arc<PhoneView>> = Vec::new();
-    // The phone whose rows are arriving (None: its row was unusable), and its lines' positions.
-    let mut current: Option<PhoneView> = None;
+    // The phone whose rows are arriving (None: its row was unusable) with its tenant's id, and its
+    // lines' positions.
+    let mut current: Option<(PhoneView, Uuid)> = None;
     let mut positions: Vec<i16> = Vec::new();
     let mut current_mac = String::new();
+    let finish = |(phone, tenant_id): (PhoneView, Uuid), positions: &[i16]| {
+        let phone = finish_phone(phone, positions);
+        match share.and_then(|s| s.unchanged_phone(&phone, tenant_id)) {
+            Some(kept) => Arc::clone(kept),
+            None => Arc::new(phone),
+        }
+    };
     while let Some(r) = rows.try_next().await? {
         let mac_text: &str = r.get(0);
         if mac_text != current_mac {
-            phones.extend(current.take().map(|p| finish_phone(p, &positions)));
+            phones.extend(current.take().map(|p| finish(p, &positions)));
             positions.clear();
             current_mac.clear();
             current_mac.push_str(mac_text);
-            current = phone_from_row(&r, index, Vec::new());
+            current = phone_from_row(&r, index, Vec::new()).map(|p| (p, r.get(1)));
         }
-        if let (Some(phone), Some(position)) = (current.as_mut(), r.get::<_, Option<i16>>(6)) {
+        if let (Some((phone, _)), Some(position)) = (current.as_mut(), r.get::<_, Option<i16>>(6)) {
             positions.push(position);
             // Most phones have one line: room for one first (a `Vec` grows from 0 to 4 at once).
             phone.lines.reserve_exact(1);
             phone.lines.push(line_from_row(&r, 7));
         }
     }
-    phones.extend(current.map(|p| finish_phone(p, &positions)));
+    phones.extend(current.map(|p| finish(p, &positions)));
     Ok(phones)
 }
 
 /// A phone whose lines have all arrived (`positions` are theirs, in arrival order, or empty when they
 /// are in position order already), its lines put in position order and held without spare room (the
 /// snapshot keeps them for as long as the phone is unchanged).
-fn finish_phone(mut phone: PhoneView, positions: &[i16]) -> Arc<PhoneView> {
+fn finish_phone(mut phone: PhoneView, positions: &[i16]) -> PhoneView {
     if !positions.is_sorted() {
         let mut keyed: Vec<(i16, LineView)> = positions.iter().copied().zip(phone.lines).collect();
         keyed.sort_by_key(|(position, _)| *position);
         phone.lines = keyed.into_iter().map(|(_, line)| line).collect();
     }
     phone.lines.shrink_to_fit();
-    Arc::new(phone)
+    phone
 }
 
 /// A phone from a row starting (mac, tenant_id, model, label, enabled, settings); None for a row no

@@ -793,6 +793,20 @@ impl Snapshot {
         self.phones.get(&mac).map(|p| p.as_ref())
     }
 
+    /// This snapshot's phone with `phone`'s MAC when it is the same phone: same content (MAC, model,
+    /// label, enabled, lines, settings) and the same tenant, at the same index here (`tenant_id` is the id
+    /// of `phone.tenant` in the snapshot being built). A full reload shares it instead of a second copy.
+    pub fn unchanged_phone(
+        &self,
+        phone: &PhoneView,
+        tenant_id: uuid::Uuid,
+    ) -> Option<&Arc<PhoneView>> {
+        let kept = self.phones.get(&phone.mac)?;
+        let same_tenant =
+            kept.tenant == phone.tenant && self.tenants.get(kept.tenant)?.id == tenant_id;
+        (same_tenant && same_phone(kept, phone)).then_some(kept)
+    }
+
     /// Every phone, shared (for building the next snapshot from this one).
     pub fn phones_shared(&self) -> impl Iterator<Item = &Arc<PhoneView>> {
         self.phones.values()

@@ -268,7 +268,10 @@ async fn reload(
 ) -> Result<String, db::DbError> {
     let start = Instant::now();
     let current = handle.current();
-    let loaded = db::snapshot::load(client, blobs, since.map(|x| (current.as_ref(), x))).await?;
+    let loaded = match since {
+        Some(x) => db::snapshot::load(client, blobs, Some((current.as_ref(), x))).await?,
+        None => db::snapshot::load_full(client, blobs, current.as_ref()).await?,
+    };
     let elapsed = start.elapsed();
     let (sequence, phones, ms) = (
         loaded.snapshot.sequence,

@@ -777,3 +777,80 @@ async fn a_full_load_gives_each_phone_its_own_lines_in_position_order_under_any_
         );
     }
 }
+
+/// The refresher's periodic full reload shares with the current snapshot every phone that is unchanged,
+/// under the same tenant index, and builds anew the ones that changed, also behind the triggers' back
+/// (what the safety net is for). When a new tenant shifts the tenant indices, nothing is shared and every
+/// phone still gets its own tenant.
+#[tokio::test]
+async fn a_full_reload_shares_unchanged_phones_and_rebuilds_changed_ones() {
+    use dialtone::db::snapshot::load_full;
+    use dialtone::domain::MacAddress;
+    let app = TestApp::spawn().await;
+    app.create_tenant("bravo").await;
+    app.create_tenant("delta").await;
+    for mac in ["0A0000000001", "0A0000000002", "0A0000000003"] {
+        app.put_phone("bravo", mac).await;
+    }
+    app.put_phone("delta", "0A0000000004").await;
+    let mut reader = app.sql().await;
+    let mut blobs = BlobCache::new();
+    let first = load(&mut reader, &mut blobs, None).await.unwrap();
+    let mac = |m: &str| MacAddress::from_bare_hex(m).unwrap();
+    let shared = |a: &Snapshot, b: &Snapshot, m: &str| {
+        let find = |s: &Snapshot| s.phones_shared().find(|p| p.mac == mac(m)).cloned();
+        std::sync::Arc::ptr_eq(&find(a).unwrap(), &find(b).unwrap())
+    };
+
+    // A label changed without the triggers (no new revision or transaction id for the deltas to see), and
+    // a line's password changed the same way.
+    app.sql()
+        .await
+        .batch_execute(
+            "ALTER TABLE phones DISABLE TRIGGER USER; ALTER TABLE phone_lines DISABLE TRIGGER USER;
+             UPDATE phones SET label = 'behind' WHERE mac = '0A0000000002';
+             UPDATE phone_lines SET password = 'changed' WHERE phone_mac = '0A0000000003';
+             ALTER TABLE phones ENABLE TRIGGER USER; ALTER TABLE phone_lines ENABLE TRIGGER USER;",
+        )
+        .await
+        .unwrap();
+    let second = load_full(&mut reader, &mut blobs, &first.snapshot)
+        .await
+        .unwrap();
+    assert!(shared(&first.snapshot, &second.snapshot, "0A0000000001"));
+    assert!(shared(&first.snapshot, &second.snapshot, "0A0000000004"));
+    assert!(!shared(&first.snapshot, &second.snapshot, "0A0000000002"));
+    assert!(!shared(&first.snapshot, &second.snapshot, "0A0000000003"));
+    assert_eq!(
+        second.snapshot.phone(mac("0A0000000002")).unwrap().label,
+        "behind"
+    );
+    assert_eq!(
+        second.snapshot.phone(mac("0A0000000003")).unwrap().lines[0].password,
+        "changed"
+    );
+    let plain = load(&mut reader, &mut blobs, None).await.unwrap();
+    assert_eq!(phones(&second.snapshot), phones(&plain.snapshot));
+
+    // A tenant that sorts first moves every other tenant's index: nothing can be shared.
+    app.create_tenant("alpha").await;
+    let third = load_full(&mut reader, &mut blobs, &second.snapshot)
+        .await
+        .unwrap();
+    for m in [
+        "0A0000000001",
+        "0A0000000002",
+        "0A0000000003",
+        "0A0000000004",
+    ] {
+        assert!(!shared(&second.snapshot, &third.snapshot, m), "{m}");
+    }
+    let plain = load(&mut reader, &mut blobs, None).await.unwrap();
+    assert_eq!(phones(&third.snapshot), phones(&plain.snapshot));
+    let tenant_of = |m: &str| {
+        let s = &third.snapshot;
+        s.tenant(s.phone(mac(m)).unwrap().tenant).slug.to_string()
+    };
+    assert_eq!(tenant_of("0A0000000001"), "bravo");
+    assert_eq!(tenant_of("0A0000000004"), "delta");
+}
