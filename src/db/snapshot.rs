@@ -53,9 +53,10 @@ pub async fn load(
 }
 
 /// A full load (the refresher's periodic safety net) that shares with `current` each phone whose row is
-/// what `current` holds, under the same tenant index: a second copy of every phone would be allocated and
-/// the first one freed every time (1,000,000 phones: ~400 MB, most of the reload's time on this kind of
-/// VM, where memory given back to the host is dear to take again).
+/// what `current` holds, under the same tenant index, and when the tenants are the same and few phones
+/// changed, builds the snapshot from `current` like a delta. Otherwise each reload allocated a second copy
+/// of every phone and freed the first: 1,000,000 phones idle, dialtone spent 9.3 s of CPU every two
+/// minutes and peaked at 747 MB; sharing, 3.1 s and 415 MB (reload ~1.4 s, most of it reading the rows).
 pub async fn load_full(
     client: &mut tokio_postgres::Client,
     blobs: &mut BlobCache,
@@ -164,16 +165,18 @@ async fn load_sharing(
         })
         .collect();
 
-    // Compiled templates are reused from any previous snapshot when the source is unchanged.
-    // A delta needs the same tenants at the same indices as the previous snapshot.
-    let previous = previous.filter(|(prev, _)| {
+    // A delta needs the same tenants at the same indices as the previous snapshot; so does building a
+    // full load's snapshot from the one it shares phones with.
+    let same_tenants = |prev: &Snapshot| {
         prev.tenants().len() == tenants.len()
             && prev
                 .tenants()
                 .iter()
                 .zip(&tenants)
                 .all(|(a, b)| a.id == b.id)
-    });
+    };
+    let previous = previous.filter(|(prev, _)| same_tenants(prev));
+    let base = share.filter(|s| same_tenants(s));
     // A full load reads every phone; a delta reads the phones written since and the tombstones.
     let delta = match previous {
         None => None,
@@ -196,25 +199,62 @@ async fn load_sharing(
         Some(_) => None,
     };
     let global = read_files(&tx, &index, &mut tenants, blobs).await?;
+    // Compiled templates are reused from any previous snapshot when the source is unchanged.
     read_templates(&tx, &index, &mut tenants, share).await?;
     tx.commit().await?;
     let snapshot = match (delta, full) {
         (Some((prev, changed, gone)), _) => {
             prev.with_phone_changes(sequence, tenants, networks, changed, &gone, global)
         }
-        (None, phones) => Snapshot::build_shared(
-            sequence,
-            tenants,
-            networks,
-            phones.unwrap_or_default(),
-            global,
-        ),
+        (None, phones) => {
+            let phones = phones.unwrap_or_default();
+            match base.and_then(|b| Some((b, changes_against(b, &phones)?))) {
+                // Mostly shared: built like a delta, in O(changes) (1,000,000 phones: ~0.6 s to build and
+                // ~0.12 s to compare every tenant's phones otherwise).
+                Some((b, (changed, gone))) => {
+                    b.with_phone_changes(sequence, tenants, networks, changed, &gone, global)
+                }
+                None => Snapshot::build_shared(sequence, tenants, networks, phones, global),
+            }
+        }
     };
     Ok(Loaded {
         snapshot,
         xsnapshot,
         delta: previous.is_some(),
     })
+}
+
+/// What a full load's `phones` changed against `base`: the phones not shared with it, and the MACs it has
+/// that the load does not. None when more than a quarter of them changed (a rebuild is as cheap then).
+fn changes_against(
+    base: &Snapshot,
+    phones: &[Arc<PhoneView>],
+) -> Option<(Vec<Arc<PhoneView>>, Vec<MacAddress>)> {
+    let limit = base.phone_count() / 4 + 64;
+    let (mut changed, mut replaced) = (Vec::new(), 0);
+    for phone in phones {
+        match base.phone_shared(phone.mac) {
+            Some(kept) if Arc::ptr_eq(kept, phone) => continue,
+            Some(_) => replaced += 1,
+            None => {}
+        }
+        changed.push(Arc::clone(phone));
+        if changed.len() > limit {
+            return None;
+        }
+    }
+    let kept = phones.len() - changed.len();
+    let gone = if kept + replaced == base.phone_count() {
+        Vec::new()
+    } else {
+        let loaded: HashSet<MacAddress> = phones.iter().map(|p| p.mac).collect();
+        base.phones_shared()
+            .map(|p| p.mac)
+            .filter(|mac| !loaded.contains(mac))
+            .collect()
+    };
+    Some((changed, gone))
 }
 
 /// Phones with their lines: all of them (sharing the unchanged ones of `share`), or those written since

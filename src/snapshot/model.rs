@@ -807,6 +807,11 @@ impl Snapshot {
         (same_tenant && same_phone(kept, phone)).then_some(kept)
     }
 
+    /// The phone with this MAC as this snapshot holds it (shared).
+    pub fn phone_shared(&self, mac: MacAddress) -> Option<&Arc<PhoneView>> {
+        self.phones.get(&mac)
+    }
+
     /// Every phone, shared (for building the next snapshot from this one).
     pub fn phones_shared(&self) -> impl Iterator<Item = &Arc<PhoneView>> {
         self.phones.values()

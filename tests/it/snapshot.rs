@@ -778,10 +778,28 @@ async fn a_full_load_gives_each_phone_its_own_lines_in_position_order_under_any_
     }
 }
 
+/// Everything a snapshot derives from its phones per tenant, for comparing two loads: each tenant's
+/// sorted MAC list and its digest sums.
+fn per_tenant(s: &Snapshot) -> Vec<String> {
+    use dialtone::domain::Family;
+    (0..s.tenants().len())
+        .map(|t| {
+            let macs: Vec<String> = s.phones_of(t).iter().map(|m| m.to_string()).collect();
+            let sums: Vec<_> = [Family::Sip79xx, Family::Sip79x1, Family::Sip89xx99xx]
+                .into_iter()
+                .map(|f| s.digest_sum(t, f))
+                .collect();
+            format!("{} {macs:?} {sums:?}", s.tenant(t).slug)
+        })
+        .collect()
+}
+
 /// The refresher's periodic full reload shares with the current snapshot every phone that is unchanged,
 /// under the same tenant index, and builds anew the ones that changed, also behind the triggers' back
-/// (what the safety net is for). When a new tenant shifts the tenant indices, nothing is shared and every
-/// phone still gets its own tenant.
+/// (what the safety net is for): edited, deleted or inserted without a revision, a transaction id or a
+/// tombstone for the deltas to see. Built from the current snapshot in O(changes), it must equal a plain
+/// full load, tenant MAC lists and digest sums included. When a new tenant shifts the tenant indices,
+/// nothing is shared and every phone still gets its own tenant.
 #[tokio::test]
 async fn a_full_reload_shares_unchanged_phones_and_rebuilds_changed_ones() {
     use dialtone::db::snapshot::load_full;
@@ -789,27 +807,39 @@ async fn a_full_reload_shares_unchanged_phones_and_rebuilds_changed_ones() {
     let app = TestApp::spawn().await;
     app.create_tenant("bravo").await;
     app.create_tenant("delta").await;
-    for mac in ["0A0000000001", "0A0000000002", "0A0000000003"] {
+    for mac in [
+        "0A0000000001",
+        "0A0000000002",
+        "0A0000000003",
+        "0A0000000005",
+    ] {
         app.put_phone("bravo", mac).await;
     }
     app.put_phone("delta", "0A0000000004").await;
     let mut reader = app.sql().await;
     let mut blobs = BlobCache::new();
     let first = load(&mut reader, &mut blobs, None).await.unwrap();
+    // The sums are computed now, so that the reload carries them instead of computing them afresh.
+    let before = per_tenant(&first.snapshot);
+    assert!(before[0].contains("0A0000000005"));
     let mac = |m: &str| MacAddress::from_bare_hex(m).unwrap();
     let shared = |a: &Snapshot, b: &Snapshot, m: &str| {
-        let find = |s: &Snapshot| s.phones_shared().find(|p| p.mac == mac(m)).cloned();
-        std::sync::Arc::ptr_eq(&find(a).unwrap(), &find(b).unwrap())
+        std::sync::Arc::ptr_eq(
+            a.phone_shared(mac(m)).unwrap(),
+            b.phone_shared(mac(m)).unwrap(),
+        )
     };
 
-    // A label changed without the triggers (no new revision or transaction id for the deltas to see), and
-    // a line's password changed the same way.
+    // Behind the triggers: a label and a line's password changed, a phone deleted, a phone inserted.
     app.sql()
         .await
         .batch_execute(
             "ALTER TABLE phones DISABLE TRIGGER USER; ALTER TABLE phone_lines DISABLE TRIGGER USER;
              UPDATE phones SET label = 'behind' WHERE mac = '0A0000000002';
              UPDATE phone_lines SET password = 'changed' WHERE phone_mac = '0A0000000003';
+             DELETE FROM phones WHERE mac = '0A0000000005';
+             INSERT INTO phones (mac, id, tenant_id, model, label)
+                 SELECT '0A0000000006', gen_random_uuid(), id, '7960', 'new' FROM tenants WHERE slug = 'delta';
              ALTER TABLE phones ENABLE TRIGGER USER; ALTER TABLE phone_lines ENABLE TRIGGER USER;",
         )
         .await
@@ -829,8 +859,15 @@ async fn a_full_reload_shares_unchanged_phones_and_rebuilds_changed_ones() {
         second.snapshot.phone(mac("0A0000000003")).unwrap().lines[0].password,
         "changed"
     );
+    assert!(second.snapshot.phone(mac("0A0000000005")).is_none());
+    assert_eq!(
+        second.snapshot.phone(mac("0A0000000006")).unwrap().label,
+        "new"
+    );
     let plain = load(&mut reader, &mut blobs, None).await.unwrap();
     assert_eq!(phones(&second.snapshot), phones(&plain.snapshot));
+    assert_eq!(per_tenant(&second.snapshot), per_tenant(&plain.snapshot));
+    assert_ne!(per_tenant(&second.snapshot), before);
 
     // A tenant that sorts first moves every other tenant's index: nothing can be shared.
     app.create_tenant("alpha").await;
@@ -847,6 +884,7 @@ async fn a_full_reload_shares_unchanged_phones_and_rebuilds_changed_ones() {
     }
     let plain = load(&mut reader, &mut blobs, None).await.unwrap();
     assert_eq!(phones(&third.snapshot), phones(&plain.snapshot));
+    assert_eq!(per_tenant(&third.snapshot), per_tenant(&plain.snapshot));
     let tenant_of = |m: &str| {
         let s = &third.snapshot;
         s.tenant(s.phone(mac(m)).unwrap().tenant).slug.to_string()
