@@ -55,8 +55,8 @@ pub async fn load(
 /// A full load (the refresher's periodic safety net) that shares with `current` each phone whose row is
 /// what `current` holds, under the same tenant index, and when the tenants are the same and few phones
 /// changed, builds the snapshot from `current` like a delta. Otherwise each reload allocated a second copy
-/// of every phone and freed the first: 1,000,000 phones idle, dialtone spent 9.3 s of CPU every two
-/// minutes and peaked at 747 MB; sharing, 3.1 s and 415 MB (reload ~1.4 s, most of it reading the rows).
+/// of every phone and freed the first: 1,000,000 phones idle, ~4.7 s of dialtone's CPU a reload and a
+/// 747 MB peak; sharing, ~1.6 s and 415 MB (most of it reading the rows).
 pub async fn load_full(
     client: &mut tokio_postgres::Client,
     blobs: &mut BlobCache,
