@@ -181,7 +181,7 @@ async fn load_sharing(
     let delta = match previous {
         None => None,
         Some((prev, x)) => {
-            let changed = read_phones(&tx, &index, Some(x), None).await?;
+            let changed = read_changed_phones(&tx, &index, x).await?;
             let gone: Vec<MacAddress> = tx
                 .query(
                     &format!("SELECT key FROM tombstones WHERE kind = 'phone' AND {UNSEEN}"),
@@ -195,7 +195,7 @@ async fn load_sharing(
         }
     };
     let full = match delta {
-        None => Some(read_phones(&tx, &index, None, share).await?),
+        None => Some(read_all_phones(&tx, &index, share).await?),
         Some(_) => None,
     };
     let global = read_files(&tx, &index, &mut tenants, blobs).await?;
@@ -206,13 +206,14 @@ async fn load_sharing(
         (Some((prev, changed, gone)), _) => {
             prev.with_phone_changes(sequence, tenants, networks, changed, &gone, global)
         }
-        (None, phones) => {
-            let phones = phones.unwrap_or_default();
-            match base.and_then(|b| Some((b, changes_against(b, &phones)?))) {
+        (None, full) => {
+            let AllPhones { phones, fresh } = full.unwrap_or_default();
+            match base.zip(fresh) {
                 // Mostly shared: built like a delta, in O(changes) (1,000,000 phones: ~0.6 s to build and
                 // ~0.12 s to compare every tenant's phones otherwise).
-                Some((b, (changed, gone))) => {
-                    b.with_phone_changes(sequence, tenants, networks, changed, &gone, global)
+                Some((b, fresh)) => {
+                    let gone = gone_from(b, &phones, &fresh);
+                    b.with_phone_changes(sequence, tenants, networks, fresh, &gone, global)
                 }
                 None => Snapshot::build_shared(sequence, tenants, networks, phones, global),
             }
@@ -225,49 +226,33 @@ async fn load_sharing(
     })
 }
 
-/// What a full load's `phones` changed against `base`: the phones not shared with it, and the MACs it has
-/// that the load does not. None when more than a quarter of them changed (a rebuild is as cheap then).
-fn changes_against(
+/// The MACs `base` has that a full load's `phones` do not, given the load's phones not shared with `base`
+/// (`fresh`): none to look for when every phone of `base` was shared or replaced.
+fn gone_from(
     base: &Snapshot,
     phones: &[Arc<PhoneView>],
-) -> Option<(Vec<Arc<PhoneView>>, Vec<MacAddress>)> {
-    let limit = base.phone_count() / 4 + 64;
-    let (mut changed, mut replaced) = (Vec::new(), 0);
-    for phone in phones {
-        match base.phone_shared(phone.mac) {
-            Some(kept) if Arc::ptr_eq(kept, phone) => continue,
-            Some(_) => replaced += 1,
-            None => {}
-        }
-        changed.push(Arc::clone(phone));
-        if changed.len() > limit {
-            return None;
-        }
+    fresh: &[Arc<PhoneView>],
+) -> Vec<MacAddress> {
+    let replaced = fresh
+        .iter()
+        .filter(|p| base.phone_shared(p.mac).is_some())
+        .count();
+    if phones.len() - fresh.len() + replaced == base.phone_count() {
+        return Vec::new();
     }
-    let kept = phones.len() - changed.len();
-    let gone = if kept + replaced == base.phone_count() {
-        Vec::new()
-    } else {
-        let loaded: HashSet<MacAddress> = phones.iter().map(|p| p.mac).collect();
-        base.phones_shared()
-            .map(|p| p.mac)
-            .filter(|mac| !loaded.contains(mac))
-            .collect()
-    };
-    Some((changed, gone))
+    let loaded: HashSet<MacAddress> = phones.iter().map(|p| p.mac).collect();
+    base.phones_shared()
+        .map(|p| p.mac)
+        .filter(|mac| !loaded.contains(mac))
+        .collect()
 }
 
-/// Phones with their lines: all of them (sharing the unchanged ones of `share`), or those written since
-/// database snapshot `since`.
-async fn read_phones(
+/// The phones written since database snapshot `since`, with their lines.
+async fn read_changed_phones(
     tx: &Transaction<'_>,
     index: &HashMap<Uuid, usize>,
-    since: Option<&str>,
-    share: Option<&Snapshot>,
+    since: &str,
 ) -> Result<Vec<Arc<PhoneView>>, DbError> {
-    let Some(since) = since else {
-        return read_all_phones(tx, index, share).await;
-    };
     // The phones written since, then the lines of exactly those by primary key. Selecting the lines with
     // the snapshot condition in a subquery was planned as a hash join over every line of every phone:
     // each delta read the whole table (O(phones) per change; 178,000 rows ~38 times a second under a
@@ -302,6 +287,15 @@ async fn read_phones(
     Ok(phones)
 }
 
+/// A full load's phones.
+#[derive(Default)]
+struct AllPhones {
+    phones: Vec<Arc<PhoneView>>,
+    /// Those not shared with the snapshot given to [`read_all_phones`]; None without one, or when more
+    /// than a quarter of its phones would be in it (building from that snapshot is no cheaper then).
+    fresh: Option<Vec<Arc<PhoneView>>>,
+}
+
 /// Every phone with its lines (a cold load: 1,000,000 phones), from one query whose rows are turned into
 /// phones as they arrive. PostgreSQL reads and sends on one core while this builds on the other, and no
 /// row outlives its phone: collecting the phones' and the lines' rows first and matching them through a
@@ -312,7 +306,7 @@ async fn read_all_phones(
     tx: &Transaction<'_>,
     index: &HashMap<Uuid, usize>,
     share: Option<&Snapshot>,
-) -> Result<Vec<Arc<PhoneView>>, DbError> {
+) -> Result<AllPhones, DbError> {
     use futures_util::TryStreamExt;
     // Ordered by MAC only: a merge join of the two primary keys, no sort. A phone's lines are put in
     // position order here (its rows are consecutive whatever the plan).
@@ -326,23 +320,35 @@ async fn read_all_phones(
         )
         .await?;
     futures_util::pin_mut!(rows);
-    let mut phones: Vec<Arc<PhoneView>> = Vec::new();
+    let limit = share.map_or(0, |s| s.phone_count() / 4 + 64);
+    let mut all = AllPhones {
+        phones: Vec::new(),
+        fresh: share.map(|_| Vec::new()),
+    };
     // The phone whose rows are arriving (None: its row was unusable) with its tenant's id, and its
     // lines' positions.
     let mut current: Option<(PhoneView, Uuid)> = None;
     let mut positions: Vec<i16> = Vec::new();
     let mut current_mac = String::new();
-    let finish = |(phone, tenant_id): (PhoneView, Uuid), positions: &[i16]| {
+    let mut finish = |(phone, tenant_id): (PhoneView, Uuid), positions: &[i16]| {
         let phone = finish_phone(phone, positions);
-        match share.and_then(|s| s.unchanged_phone(&phone, tenant_id)) {
-            Some(kept) => Arc::clone(kept),
-            None => Arc::new(phone),
+        if let Some(kept) = share.and_then(|s| s.unchanged_phone(&phone, tenant_id)) {
+            all.phones.push(Arc::clone(kept));
+            return;
         }
+        let phone = Arc::new(phone);
+        match &mut all.fresh {
+            Some(fresh) if fresh.len() < limit => fresh.push(Arc::clone(&phone)),
+            _ => all.fresh = None,
+        }
+        all.phones.push(phone);
     };
     while let Some(r) = rows.try_next().await? {
         let mac_text: &str = r.get(0);
         if mac_text != current_mac {
-            phones.extend(current.take().map(|p| finish(p, &positions)));
+            if let Some(p) = current.take() {
+                finish(p, &positions);
+            }
             positions.clear();
             current_mac.clear();
             current_mac.push_str(mac_text);
@@ -355,8 +361,10 @@ async fn read_all_phones(
             phone.lines.push(line_from_row(&r, 7));
         }
     }
-    phones.extend(current.map(|p| finish(p, &positions)));
-    Ok(phones)
+    if let Some(p) = current {
+        finish(p, &positions);
+    }
+    Ok(all)
 }
 
 /// A phone whose lines have all arrived (`positions` are theirs, in arrival order, or empty when they

@@ -790,7 +790,7 @@ impl Snapshot {
 
     /// The phone with this MAC, whatever its tenant.
     pub fn phone(&self, mac: MacAddress) -> Option<&PhoneView> {
-        self.phones.get(&mac).map(|p| p.as_ref())
+        self.phone_shared(mac).map(|p| p.as_ref())
     }
 
     /// This snapshot's phone with `phone`'s MAC when it is the same phone: same content (MAC, model,
@@ -801,7 +801,7 @@ impl Snapshot {
         phone: &PhoneView,
         tenant_id: uuid::Uuid,
     ) -> Option<&Arc<PhoneView>> {
-        let kept = self.phones.get(&phone.mac)?;
+        let kept = self.phone_shared(phone.mac)?;
         let same_tenant =
             kept.tenant == phone.tenant && self.tenants.get(kept.tenant)?.id == tenant_id;
         (same_tenant && same_phone(kept, phone)).then_some(kept)
