@@ -85,7 +85,7 @@ pub async fn list(
                 &c.prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM audit_events WHERE tenant_id = $1 AND {}
                      ORDER BY -id LIMIT $3",
-                    super::newest_first_before("$2")
+                    super::newest_first_before("$2", "id")
                 ))
                 .await?,
                 &[&tenant, &before_id, &limit],

@@ -85,7 +85,14 @@ pub async fn stored_batches(
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// Stores a batch of events with one binary COPY, in the caller's transaction.
+/// Most events in one page of `fetch_event_pages` (sql/V14): ids within a page are `first_id + 0..n`, and
+/// pages start 65,536 ids apart.
+pub const PAGE_MAX: usize = 65_536;
+
+/// Stores a batch of events, in the caller's transaction: one page (a row of `fetch_event_pages`, sql/V14)
+/// per tenant and phone of the batch, or per tenant for the events that name no phone, each page's events
+/// in batch order, all pages with one binary `COPY`. A phone's events of more than [`PAGE_MAX`] go to more
+/// pages.
 pub async fn insert_batch(
     tx: &deadpool_postgres::Transaction<'_>,
     events: &[NewFetch],
@@ -93,18 +100,20 @@ pub async fn insert_batch(
     use bytes::{BufMut, BytesMut};
     use futures_util::SinkExt;
     use tokio_postgres::types::{IsNull, ToSql, Type};
-    const TYPES: [Type; 11] = [
-        Type::TIMESTAMPTZ,
+    const TYPES: [Type; 13] = [
         Type::UUID,
         Type::TEXT,
-        Type::INET,
         Type::INT4,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::INT8,
-        Type::INT8,
-        Type::BYTEA,
+        Type::TIMESTAMPTZ,
+        Type::TIMESTAMPTZ_ARRAY,
+        Type::TEXT_ARRAY,
+        Type::INET_ARRAY,
+        Type::INT4_ARRAY,
+        Type::TEXT_ARRAY,
+        Type::TEXT_ARRAY,
+        Type::INT8_ARRAY,
+        Type::INT8_ARRAY,
+        Type::BYTEA_ARRAY,
     ];
     if events.is_empty() {
         return Ok(());
@@ -124,26 +133,39 @@ pub async fn insert_batch(
         .iter()
         .map(|r| r.get(0))
         .collect();
+    let live_events = || events.iter().filter(|e| live.contains(&e.tenant));
     // The whole batch in PostgreSQL's binary COPY format, sent as one message (tokio-postgres'
     // BinaryCopyInWriter flushes every 4 KiB, which woke the backend ~200 times a batch).
-    let mut buf = BytesMut::with_capacity(32 + events.len() * 192);
+    let mut buf = BytesMut::with_capacity(64 + events.len() * 96);
     buf.put_slice(b"PGCOPY\n\xff\r\n\0");
     buf.put_i32(0); // flags
     buf.put_i32(0); // header extension
-    for e in events.iter().filter(|e| live.contains(&e.tenant)) {
-        let port = i32::from(e.source_port);
-        let values: [&(dyn ToSql + Sync); 11] = [
-            &e.at,
-            &e.tenant,
-            &e.protocol,
-            &e.source,
+    for page in pages(live_events()) {
+        let n = i32::try_from(page.len()).expect("a page holds at most PAGE_MAX events");
+        let last_at = page.iter().map(|e| e.at).max();
+        let at: Vec<OffsetDateTime> = page.iter().map(|e| e.at).collect();
+        let protocol: Vec<&str> = page.iter().map(|e| e.protocol).collect();
+        let source: Vec<std::net::IpAddr> = page.iter().map(|e| e.source).collect();
+        let port: Vec<i32> = page.iter().map(|e| i32::from(e.source_port)).collect();
+        let file_name: Vec<&str> = page.iter().map(|e| e.file_name.as_str()).collect();
+        let outcome: Vec<&str> = page.iter().map(|e| e.outcome).collect();
+        let bytes: Vec<i64> = page.iter().map(|e| e.bytes).collect();
+        let duration: Vec<i64> = page.iter().map(|e| e.duration_us).collect();
+        let sha256: Vec<Option<&[u8]>> = page.iter().map(|e| e.sha256.as_deref()).collect();
+        let values: [&(dyn ToSql + Sync); 13] = [
+            &page[0].tenant,
+            &page[0].phone,
+            &n,
+            &last_at,
+            &at,
+            &protocol,
+            &source,
             &port,
-            &e.file_name,
-            &e.phone,
-            &e.outcome,
-            &e.bytes,
-            &e.duration_us,
-            &e.sha256,
+            &file_name,
+            &outcome,
+            &bytes,
+            &duration,
+            &sha256,
         ];
         buf.put_i16(TYPES.len() as i16);
         for (value, ty) in values.iter().zip(&TYPES) {
@@ -151,11 +173,11 @@ pub async fn insert_batch(
             buf.put_i32(0);
             let len = match value
                 .to_sql_checked(ty, &mut buf)
-                .map_err(|e| DbError::Other(format!("encoding a fetch event: {e}")))?
+                .map_err(|e| DbError::Other(format!("encoding a fetch event page: {e}")))?
             {
                 IsNull::Yes => -1,
                 IsNull::No => i32::try_from(buf.len() - at - 4)
-                    .map_err(|_| DbError::Other("fetch event field too long".into()))?,
+                    .map_err(|_| DbError::Other("fetch event page too long".into()))?,
             };
             buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
         }
@@ -163,14 +185,36 @@ pub async fn insert_batch(
     buf.put_i16(-1);
     let sink = tx
         .copy_in(
-            "COPY fetch_events (at, tenant_id, protocol, source, source_port, file_name, phone_mac, outcome, bytes, duration_us, sha256)
+            "COPY fetch_event_pages (tenant_id, phone_mac, n, last_at, at, protocol, source, source_port,
+                                     file_name, outcome, bytes, duration_us, sha256)
              FROM STDIN (FORMAT binary)",
         )
         .await?;
     futures_util::pin_mut!(sink);
     sink.send(buf.freeze()).await?;
     sink.finish().await?;
-    record_served(tx, events.iter().filter(|e| live.contains(&e.tenant))).await
+    record_served(tx, live_events()).await
+}
+
+/// The pages of `events`: grouped by tenant and phone (or no phone) in the order each group first
+/// appears, each group in event order, split every [`PAGE_MAX`] events.
+pub fn pages<'a>(events: impl IntoIterator<Item = &'a NewFetch>) -> Vec<Vec<&'a NewFetch>> {
+    let mut index: std::collections::HashMap<(Uuid, Option<&str>), usize> =
+        std::collections::HashMap::new();
+    let mut pages: Vec<Vec<&NewFetch>> = Vec::new();
+    for e in events {
+        let key = (e.tenant, e.phone.as_deref());
+        let i = match index.get(&key) {
+            Some(&i) if pages[i].len() < PAGE_MAX => i,
+            _ => {
+                pages.push(Vec::new());
+                index.insert(key, pages.len() - 1);
+                pages.len() - 1
+            }
+        };
+        pages[i].push(e);
+    }
+    pages
 }
 
 /// Of each (tenant, phone, per-device file) among the served `events` that `phone_files_served` is not
@@ -268,7 +312,7 @@ pub async fn upsert_sightings(
 /// A stored fetch event, as the API shows it.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct FetchEvent {
-    /// Sequential id.
+    /// Id: a phone's later events have larger ids (increasing, not consecutive).
     pub id: i64,
     /// When.
     #[serde(with = "time::serde::rfc3339")]
@@ -292,27 +336,13 @@ pub struct FetchEvent {
     pub sha256: Option<String>,
 }
 
-fn fetch_from_row(r: &tokio_postgres::Row) -> FetchEvent {
-    FetchEvent {
-        id: r.get(0),
-        at: r.get(1),
-        protocol: r.get(2),
-        source: r.get(3),
-        source_port: r.get(4),
-        file_name: r.get(5),
-        outcome: r.get(6),
-        bytes: r.get(7),
-        duration_us: r.get(8),
-        sha256: r.get::<_, Option<Vec<u8>>>(9).map(hex::encode),
-    }
-}
-
-const FETCH_COLUMNS: &str =
-    "id, at, protocol, source, source_port, file_name, outcome, bytes, duration_us, sha256";
-
-/// A phone's fetch history, newest first (ordered by `-id`: see [`super::newest_first_before`]; with
-/// `ORDER BY id DESC` PostgreSQL could read the primary key backwards past every other phone's events,
-/// and did whenever its statistics said the phone had many).
+/// A phone's fetch history, newest first, before the event with id `before`.
+///
+/// Reads at most `limit` of the phone's pages, newest first (each holds at least one event before
+/// `before`: its first), and of each only the newest `limit` events before `before`, sliced out in
+/// PostgreSQL. The pages are found by `-first_id`, an order only the per-phone index has (with
+/// `first_id DESC` PostgreSQL could read the primary key backwards past every other phone's pages, and
+/// did whenever its statistics said the phone had many: see [`super::newest_first_before`]).
 pub async fn history(
     c: &impl GenericClient,
     tenant: Uuid,
@@ -323,15 +353,53 @@ pub async fn history(
     let rows = c
         .query(
             &c.prepare_cached(&format!(
-                "SELECT {FETCH_COLUMNS} FROM fetch_events WHERE tenant_id = $1 AND phone_mac = $2
-                 AND {} ORDER BY -id LIMIT $4",
-                super::newest_first_before("$3")
+                "SELECT first_id, lo, hi, at[lo:hi], protocol[lo:hi], source[lo:hi], source_port[lo:hi],
+                        file_name[lo:hi], outcome[lo:hi], bytes[lo:hi], duration_us[lo:hi], sha256[lo:hi]
+                 FROM (SELECT p.*, greatest(1, s.hi - $4 + 1)::int AS lo, s.hi::int AS hi
+                       FROM (SELECT * FROM fetch_event_pages
+                             WHERE tenant_id = $1 AND phone_mac = $2 AND {}
+                             ORDER BY -first_id LIMIT $4) p
+                       CROSS JOIN LATERAL (SELECT least(p.n, coalesce($3::bigint - p.first_id, p.n)) AS hi) s) q
+                 ORDER BY -first_id",
+                super::newest_first_before("$3", "first_id")
             ))
             .await?,
             &[&tenant, &mac, &before, &limit],
         )
         .await?;
-    Ok(rows.iter().map(fetch_from_row).collect())
+    let mut out = Vec::new();
+    for r in &rows {
+        let first_id: i64 = r.get(0);
+        let (lo, hi): (i32, i32) = (r.get(1), r.get(2));
+        let at: Vec<OffsetDateTime> = r.get(3);
+        let protocol: Vec<String> = r.get(4);
+        let source: Vec<std::net::IpAddr> = r.get(5);
+        let port: Vec<i32> = r.get(6);
+        let file_name: Vec<String> = r.get(7);
+        let outcome: Vec<String> = r.get(8);
+        let bytes: Vec<i64> = r.get(9);
+        let duration: Vec<i64> = r.get(10);
+        let sha256: Vec<Option<Vec<u8>>> = r.get(11);
+        for j in (0..at.len()).rev() {
+            if out.len() as i64 >= limit {
+                return Ok(out);
+            }
+            out.push(FetchEvent {
+                id: first_id + i64::from(lo) - 1 + j as i64,
+                at: at[j],
+                protocol: protocol[j].clone(),
+                source: source[j],
+                source_port: port[j],
+                file_name: file_name[j].clone(),
+                outcome: outcome[j].clone(),
+                bytes: bytes[j],
+                duration_us: duration[j],
+                sha256: sha256[j].as_deref().map(hex::encode),
+            });
+        }
+        debug_assert_eq!(at.len(), (hi - lo + 1) as usize);
+    }
+    Ok(out)
 }
 
 /// The last served copy of each per-device file of each of the given phones: (mac, file name, sha256, at).
@@ -366,8 +434,8 @@ pub async fn last_seen(
     let row = c
         .query_opt(
             &c.prepare_cached(
-                "SELECT source, at FROM fetch_events WHERE tenant_id = $1 AND phone_mac = $2
-                 ORDER BY -id LIMIT 1",
+                "SELECT source[n], at[n] FROM fetch_event_pages WHERE tenant_id = $1 AND phone_mac = $2
+                 ORDER BY -first_id LIMIT 1",
             )
             .await?,
             &[&tenant, &mac],
@@ -385,9 +453,9 @@ pub async fn last_seen_all(
         .query(
             &c.prepare_cached(
                 "SELECT p.mac, f.source FROM phones p
-             CROSS JOIN LATERAL (SELECT e.source FROM fetch_events e
+             CROSS JOIN LATERAL (SELECT e.source[e.n] AS source FROM fetch_event_pages e
                                  WHERE e.tenant_id = p.tenant_id AND e.phone_mac = p.mac
-                                 ORDER BY -e.id LIMIT 1) f
+                                 ORDER BY -e.first_id LIMIT 1) f
              WHERE p.tenant_id = $1 ORDER BY p.mac",
             )
             .await?,
@@ -451,4 +519,64 @@ pub async fn discovered(
             requests: r.get(6),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(tenant: u128, phone: Option<&str>, port: u16) -> NewFetch {
+        NewFetch {
+            at: OffsetDateTime::UNIX_EPOCH,
+            tenant: Uuid::from_u128(tenant),
+            protocol: "tftp",
+            source: std::net::IpAddr::from([10, 0, 0, 1]),
+            source_port: port,
+            file_name: "SIPDefault.cnf".into(),
+            phone: phone.map(str::to_owned),
+            outcome: "served",
+            bytes: 1,
+            duration_us: 1,
+            sha256: None,
+            served_known: false,
+        }
+    }
+
+    fn ports(pages: &[Vec<&NewFetch>]) -> Vec<Vec<u16>> {
+        pages
+            .iter()
+            .map(|p| p.iter().map(|e| e.source_port).collect())
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_pages_by_tenant_and_phone_in_first_seen_order_keeping_event_order() {
+        let events = [
+            event(1, Some("A"), 1),
+            event(1, None, 2),
+            event(2, Some("A"), 3),
+            event(1, Some("A"), 4),
+            event(1, Some("B"), 5),
+            event(2, None, 6),
+            event(1, None, 7),
+            event(1, Some("A"), 8),
+        ];
+        assert_eq!(
+            ports(&pages(&events)),
+            [vec![1, 4, 8], vec![2, 7], vec![3], vec![5], vec![6]]
+        );
+    }
+
+    #[test]
+    fn a_page_holds_at_most_page_max_events() {
+        let events: Vec<NewFetch> = (0..PAGE_MAX + 2)
+            .map(|i| event(1, Some("A"), (i % 60_000) as u16))
+            .chain([event(1, Some("B"), 9)])
+            .collect();
+        let pages = pages(&events);
+        let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [PAGE_MAX, 2, 1]);
+        assert_eq!(pages[1][0].source_port, (PAGE_MAX % 60_000) as u16);
+        assert_eq!(pages[2][0].phone.as_deref(), Some("B"));
+    }
 }

@@ -67,6 +67,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "fetch_events_shared_files_index",
         include_str!("../../sql/V13__fetch_events_shared_files_index.sql"),
     ),
+    (
+        14,
+        "fetch_event_pages",
+        include_str!("../../sql/V14__fetch_event_pages.sql"),
+    ),
 ];
 
 /// Advisory-lock key that serialises concurrent `migrate` runs across processes.

@@ -204,13 +204,13 @@ impl SharedConnection {
     }
 }
 
-/// SQL condition on `id` for a page read newest first as `ORDER BY -id` (through an index on
-/// `(…, (-id))`, an order no other index has: sql/V11, V12): below the cursor id in parameter `param`, or
-/// anywhere when it is NULL. A cursor at or below 0, which no page returns, reads nothing: `greatest` keeps
-/// a forged `i64::MIN` from overflowing the negation.
-pub(crate) fn newest_first_before(param: &str) -> String {
+/// SQL condition on the id column `column` for a page read newest first as `ORDER BY -column` (through an
+/// index on `(…, (-column))`, an order no other index has: sql/V11, V12, V14): below the cursor id in
+/// parameter `param`, or anywhere when it is NULL. A cursor at or below 0, which no page returns, reads
+/// nothing: `greatest` keeps a forged `i64::MIN` from overflowing the negation.
+pub(crate) fn newest_first_before(param: &str, column: &str) -> String {
     format!(
-        "-id > -greatest(coalesce({param}::bigint, {}), 0)",
+        "-{column} > -greatest(coalesce({param}::bigint, {}), 0)",
         i64::MAX
     )
 }

@@ -76,10 +76,10 @@ async fn a_phones_history_reads_its_own_events_even_beside_a_busy_device() {
     )
     .await
     .unwrap();
-    c.batch_execute("ANALYZE fetch_events").await.unwrap();
+    c.batch_execute("ANALYZE fetch_event_pages").await.unwrap();
 
     let tx = generic_plans(&mut c).await;
-    let before = rows_read(&tx, "fetch_events").await;
+    let before = rows_read(&tx, "fetch_event_pages").await;
     let first = dialtone::db::fetches::history(&tx, tenant, QUIET, None, 2)
         .await
         .unwrap();
@@ -117,10 +117,10 @@ async fn a_phones_history_reads_its_own_events_even_beside_a_busy_device() {
         .await
         .unwrap();
     assert!(none.is_empty());
-    let read = rows_read(&tx, "fetch_events").await - before;
+    let read = rows_read(&tx, "fetch_event_pages").await - before;
     assert!(
         read <= 20,
-        "the reads touched {read} rows of fetch_events for 3 events of the quiet phone and one of the busy one"
+        "the reads touched {read} rows of fetch_event_pages for 3 events of the quiet phone and one of the busy one"
     );
 }
 
@@ -245,16 +245,16 @@ async fn deleting_a_tenant_reads_only_its_own_fetch_events() {
                   FROM generate_series(1, $2::int) i";
     c.execute(insert, &[&large, &20_000i32]).await.unwrap();
     c.execute(insert, &[&small, &6i32]).await.unwrap();
-    c.batch_execute("ANALYZE fetch_events").await.unwrap();
+    c.batch_execute("ANALYZE fetch_event_pages").await.unwrap();
 
     let tx = c.transaction().await.unwrap();
-    let before = rows_read(&tx, "fetch_events").await;
+    let before = rows_read(&tx, "fetch_event_pages").await;
     let deleted = tx
         .execute("DELETE FROM tenants WHERE id = $1", &[&small])
         .await
         .unwrap();
     assert_eq!(deleted, 1);
-    let read = rows_read(&tx, "fetch_events").await - before;
+    let read = rows_read(&tx, "fetch_event_pages").await - before;
     let left = |tenant: uuid::Uuid| {
         let tx = &tx;
         async move {
@@ -280,6 +280,125 @@ async fn deleting_a_tenant_reads_only_its_own_fetch_events() {
     );
     assert!(
         read <= 20,
-        "deleting a tenant with 6 fetch events read {read} rows of fetch_events beside 20,000 of another tenant"
+        "deleting a tenant with 6 fetch events read {read} rows of fetch_event_pages beside 20,000 of another tenant"
     );
+}
+
+/// The writer stores a batch as one page per phone (and one for the events that name no phone), yet a
+/// phone's history reads event by event: newest first, paged with cursors that fall inside a page and
+/// across pages, with ids that grow with time; its last-seen address is its newest event's, and the
+/// `fetch_events` view shows every event once.
+#[tokio::test]
+async fn a_phones_events_stored_in_pages_read_one_by_one_newest_first() {
+    use dialtone::db::fetches::{self, NewFetch};
+    const ONE: &str = "0004F2D000C1";
+    const TWO: &str = "0004F2D000C2";
+    let app = TestApp::spawn().await;
+    app.create_tenant("pages").await;
+    for mac in [ONE, TWO] {
+        assert_eq!(
+            app.put_phone("pages", mac).await.status,
+            StatusCode::CREATED
+        );
+    }
+    let mut c = connection(&app).await;
+    let tenant = tenant_id(&c, "pages").await;
+    let event = |phone: Option<&str>, port: u16| NewFetch {
+        at: time::OffsetDateTime::now_utc(),
+        tenant,
+        protocol: "tftp",
+        source: format!("10.0.1.{port}").parse().unwrap(),
+        source_port: port,
+        file_name: phone.map_or("SIPDefault.cnf".into(), |m| format!("SIP{m}.cnf")),
+        phone: phone.map(str::to_owned),
+        outcome: "served",
+        bytes: 100,
+        duration_us: 50,
+        sha256: Some(vec![port as u8; 32]),
+        served_known: false,
+    };
+    // Phone ONE's events are ports 1-5: three in the first batch (between the others'), two in the next.
+    let batches = [
+        vec![
+            event(Some(ONE), 1),
+            event(None, 100),
+            event(Some(TWO), 200),
+            event(Some(ONE), 2),
+            event(None, 101),
+            event(Some(ONE), 3),
+        ],
+        vec![event(Some(ONE), 4), event(Some(ONE), 5)],
+    ];
+    for batch in &batches {
+        let tx = c.transaction().await.unwrap();
+        fetches::insert_batch(&tx, batch).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let pages: i64 = c
+        .query_one(
+            "SELECT count(*) FROM fetch_event_pages WHERE tenant_id = $1",
+            &[&tenant],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        pages, 4,
+        "one page per phone and batch, one for the shared files"
+    );
+
+    let mut paged = Vec::new();
+    let mut before = None;
+    for _ in 0..5 {
+        let page = fetches::history(&c, tenant, ONE, before, 2).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 2);
+        before = Some(page.last().unwrap().id);
+        paged.extend(page);
+    }
+    let ports: Vec<i32> = paged.iter().map(|e| e.source_port).collect();
+    assert_eq!(ports, [5, 4, 3, 2, 1], "newest first, each event once");
+    assert!(
+        paged.windows(2).all(|w| w[0].id > w[1].id),
+        "ids fall as the history goes back: {:?}",
+        paged.iter().map(|e| e.id).collect::<Vec<_>>()
+    );
+    assert_eq!(paged[0].sha256.as_deref(), Some(&"05".repeat(32)[..]));
+    assert_eq!(paged[4].file_name, format!("SIP{ONE}.cnf"));
+    let all = fetches::history(&c, tenant, ONE, None, 50).await.unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.id).collect::<Vec<_>>(),
+        paged.iter().map(|e| e.id).collect::<Vec<_>>()
+    );
+    // A cursor inside the first batch's page: only the events before it.
+    let older = fetches::history(&c, tenant, ONE, Some(paged[3].id), 50)
+        .await
+        .unwrap();
+    assert_eq!(older.iter().map(|e| e.source_port).collect::<Vec<_>>(), [1]);
+    let two = fetches::history(&c, tenant, TWO, None, 50).await.unwrap();
+    assert_eq!(two.iter().map(|e| e.source_port).collect::<Vec<_>>(), [200]);
+
+    let (seen, _) = fetches::last_seen(&c, tenant, ONE).await.unwrap().unwrap();
+    assert_eq!(seen.to_string(), "10.0.1.5");
+    let view: Vec<(i64, Option<String>, i32)> = c
+        .query(
+            "SELECT id, phone_mac, source_port FROM fetch_events WHERE tenant_id = $1 ORDER BY source_port",
+            &[&tenant],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let ports: Vec<i32> = view.iter().map(|v| v.2).collect();
+    assert_eq!(ports, [1, 2, 3, 4, 5, 100, 101, 200]);
+    for e in &paged {
+        assert!(
+            view.contains(&(e.id, Some(ONE.to_owned()), e.source_port)),
+            "the view shows event {} under the id the history gave it",
+            e.id
+        );
+    }
 }
