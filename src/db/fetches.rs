@@ -353,7 +353,7 @@ pub async fn history(
     let rows = c
         .query(
             &c.prepare_cached(&format!(
-                "SELECT first_id, lo, hi, at[lo:hi], protocol[lo:hi], source[lo:hi], source_port[lo:hi],
+                "SELECT first_id, lo, at[lo:hi], protocol[lo:hi], source[lo:hi], source_port[lo:hi],
                         file_name[lo:hi], outcome[lo:hi], bytes[lo:hi], duration_us[lo:hi], sha256[lo:hi]
                  FROM (SELECT p.*, greatest(1, s.hi - $4 + 1)::int AS lo, s.hi::int AS hi
                        FROM (SELECT * FROM fetch_event_pages
@@ -369,18 +369,34 @@ pub async fn history(
         .await?;
     let mut out = Vec::new();
     for r in &rows {
-        let first_id: i64 = r.get(0);
-        let (lo, hi): (i32, i32) = (r.get(1), r.get(2));
-        let at: Vec<OffsetDateTime> = r.get(3);
-        let protocol: Vec<String> = r.get(4);
-        let source: Vec<std::net::IpAddr> = r.get(5);
-        let port: Vec<i32> = r.get(6);
-        let file_name: Vec<String> = r.get(7);
-        let outcome: Vec<String> = r.get(8);
-        let bytes: Vec<i64> = r.get(9);
-        let duration: Vec<i64> = r.get(10);
-        let sha256: Vec<Option<Vec<u8>>> = r.get(11);
-        for j in (0..at.len()).rev() {
+        let first_id: i64 = r.try_get(0)?;
+        let lo: i32 = r.try_get(1)?;
+        let at: Vec<OffsetDateTime> = r.try_get(2)?;
+        let protocol: Vec<String> = r.try_get(3)?;
+        let source: Vec<std::net::IpAddr> = r.try_get(4)?;
+        let port: Vec<i32> = r.try_get(5)?;
+        let file_name: Vec<String> = r.try_get(6)?;
+        let outcome: Vec<String> = r.try_get(7)?;
+        let bytes: Vec<i64> = r.try_get(8)?;
+        let duration: Vec<i64> = r.try_get(9)?;
+        let sha256: Vec<Option<Vec<u8>>> = r.try_get(10)?;
+        // The writer fills every array of a page alike; a page written by hand that does not is read as
+        // far as all of its arrays go, never past one.
+        let len = [
+            at.len(),
+            protocol.len(),
+            source.len(),
+            port.len(),
+            file_name.len(),
+            outcome.len(),
+            bytes.len(),
+            duration.len(),
+            sha256.len(),
+        ]
+        .into_iter()
+        .min()
+        .unwrap_or(0);
+        for j in (0..len).rev() {
             if out.len() as i64 >= limit {
                 return Ok(out);
             }
@@ -397,7 +413,6 @@ pub async fn history(
                 sha256: sha256[j].as_deref().map(hex::encode),
             });
         }
-        debug_assert_eq!(at.len(), (hi - lo + 1) as usize);
     }
     Ok(out)
 }
@@ -434,14 +449,15 @@ pub async fn last_seen(
     let row = c
         .query_opt(
             &c.prepare_cached(
-                "SELECT source[n], at[n] FROM fetch_event_pages WHERE tenant_id = $1 AND phone_mac = $2
-                 ORDER BY -first_id LIMIT 1",
+                "SELECT source[array_upper(source, 1)], at[array_upper(at, 1)] FROM fetch_event_pages
+                 WHERE tenant_id = $1 AND phone_mac = $2 ORDER BY -first_id LIMIT 1",
             )
             .await?,
             &[&tenant, &mac],
         )
         .await?;
-    Ok(row.map(|r| (r.get(0), r.get(1))))
+    // NULL only from an empty page written by hand.
+    Ok(row.and_then(|r| Some((r.get::<_, Option<_>>(0)?, r.get::<_, Option<_>>(1)?))))
 }
 
 /// The last-seen source address of every phone of `tenant` that has fetched anything, by MAC.
@@ -453,10 +469,10 @@ pub async fn last_seen_all(
         .query(
             &c.prepare_cached(
                 "SELECT p.mac, f.source FROM phones p
-             CROSS JOIN LATERAL (SELECT e.source[e.n] AS source FROM fetch_event_pages e
+             CROSS JOIN LATERAL (SELECT e.source[array_upper(e.source, 1)] AS source FROM fetch_event_pages e
                                  WHERE e.tenant_id = p.tenant_id AND e.phone_mac = p.mac
                                  ORDER BY -e.first_id LIMIT 1) f
-             WHERE p.tenant_id = $1 ORDER BY p.mac",
+             WHERE p.tenant_id = $1 AND f.source IS NOT NULL ORDER BY p.mac",
             )
             .await?,
             &[&tenant],

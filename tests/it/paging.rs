@@ -401,4 +401,22 @@ async fn a_phones_events_stored_in_pages_read_one_by_one_newest_first() {
             e.id
         );
     }
+
+    // Pages written by hand with arrays of different lengths, or none, are read as far as every array
+    // goes: no panic, no error.
+    c.batch_execute(&format!(
+        "INSERT INTO fetch_event_pages (tenant_id, phone_mac, n, last_at, at, protocol, source, source_port,
+                                        file_name, outcome, bytes, duration_us, sha256)
+         VALUES ('{tenant}', '{TWO}', 2, now(), ARRAY[now(), now()], '{{tftp}}', '{{10.0.9.1,10.0.9.2}}',
+                 '{{7,8}}', '{{a,b}}', '{{served,served}}', '{{1,1}}', '{{1,1}}', '{{NULL,NULL}}'),
+                ('{tenant}', '{TWO}', 1, now(), '{{}}', '{{}}', '{{}}', '{{}}', '{{}}', '{{}}', '{{}}', '{{}}', '{{}}')"
+    ))
+    .await
+    .unwrap();
+    let two = fetches::history(&c, tenant, TWO, None, 50).await.unwrap();
+    assert_eq!(
+        two.iter().map(|e| e.source_port).collect::<Vec<_>>(),
+        [7, 200]
+    );
+    assert!(fetches::last_seen(&c, tenant, TWO).await.unwrap().is_none());
 }
