@@ -87,12 +87,12 @@ pub async fn stored_batches(
 
 /// Most events in one page of `fetch_event_pages` (sql/V14): ids within a page are `first_id + 0..n`, and
 /// pages start 65,536 ids apart.
-pub const PAGE_MAX: usize = 65_536;
+const PAGE_MAX: usize = 65_536;
 
 /// Stores a batch of events, in the caller's transaction: one page (a row of `fetch_event_pages`, sql/V14)
 /// per tenant and phone of the batch, or per tenant for the events that name no phone, each page's events
-/// in batch order, all pages with one binary `COPY`. A phone's events of more than [`PAGE_MAX`] go to more
-/// pages.
+/// in batch order, all pages with one binary `COPY`. A phone's events of more than 65,536 (`PAGE_MAX`) go
+/// to more pages.
 pub async fn insert_batch(
     tx: &deadpool_postgres::Transaction<'_>,
     events: &[NewFetch],
@@ -198,7 +198,7 @@ pub async fn insert_batch(
 
 /// The pages of `events`: grouped by tenant and phone (or no phone) in the order each group first
 /// appears, each group in event order, split every [`PAGE_MAX`] events.
-pub fn pages<'a>(events: impl IntoIterator<Item = &'a NewFetch>) -> Vec<Vec<&'a NewFetch>> {
+fn pages<'a>(events: impl IntoIterator<Item = &'a NewFetch>) -> Vec<Vec<&'a NewFetch>> {
     let mut index: std::collections::HashMap<(Uuid, Option<&str>), usize> =
         std::collections::HashMap::new();
     let mut pages: Vec<Vec<&NewFetch>> = Vec::new();
@@ -336,13 +336,15 @@ pub struct FetchEvent {
     pub sha256: Option<String>,
 }
 
-/// A phone's fetch history, newest first, before the event with id `before`.
+/// A phone's fetch history, newest first, before the event with id `before`: `limit` events at most.
 ///
-/// Reads at most `limit` of the phone's pages, newest first (each holds at least one event before
-/// `before`: its first), and of each only the newest `limit` events before `before`, sliced out in
-/// PostgreSQL. The pages are found by `-first_id`, an order only the per-phone index has (with
+/// The phone's pages are found newest first by `-first_id`, an order only the per-phone index has (with
 /// `first_id DESC` PostgreSQL could read the primary key backwards past every other phone's pages, and
-/// did whenever its statistics said the phone had many: see [`super::newest_first_before`]).
+/// did whenever its statistics said the phone had many: see [`super::newest_first_before`]). Each page
+/// holds at least one event before `before` (its first). A window over the newer pages' counts says how
+/// many events each page still has to give (`wanted`); pages with none are not read at all, and of the
+/// others PostgreSQL slices out only those. Reading `limit` events of each of `limit` pages had sent a
+/// busy device's 1,001-event history page as ~1 M events: 350-430 ms, against 3-5 ms now.
 pub async fn history(
     c: &impl GenericClient,
     tenant: Uuid,
@@ -355,11 +357,15 @@ pub async fn history(
             &c.prepare_cached(&format!(
                 "SELECT first_id, lo, at[lo:hi], protocol[lo:hi], source[lo:hi], source_port[lo:hi],
                         file_name[lo:hi], outcome[lo:hi], bytes[lo:hi], duration_us[lo:hi], sha256[lo:hi]
-                 FROM (SELECT p.*, greatest(1, s.hi - $4 + 1)::int AS lo, s.hi::int AS hi
+                 FROM (SELECT p.*, s.hi::int AS hi,
+                              greatest(1, s.hi - ($4 - coalesce(sum(s.hi) OVER newer, 0)) + 1)::int AS lo,
+                              $4 - coalesce(sum(s.hi) OVER newer, 0) AS wanted
                        FROM (SELECT * FROM fetch_event_pages
                              WHERE tenant_id = $1 AND phone_mac = $2 AND {}
                              ORDER BY -first_id LIMIT $4) p
-                       CROSS JOIN LATERAL (SELECT least(p.n, coalesce($3::bigint - p.first_id, p.n)) AS hi) s) q
+                       CROSS JOIN LATERAL (SELECT least(p.n, coalesce($3::bigint - p.first_id, p.n)) AS hi) s
+                       WINDOW newer AS (ORDER BY -p.first_id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)) q
+                 WHERE wanted > 0
                  ORDER BY -first_id",
                 super::newest_first_before("$3", "first_id")
             ))
@@ -397,9 +403,6 @@ pub async fn history(
         .min()
         .unwrap_or(0);
         for j in (0..len).rev() {
-            if out.len() as i64 >= limit {
-                return Ok(out);
-            }
             out.push(FetchEvent {
                 id: first_id + i64::from(lo) - 1 + j as i64,
                 at: at[j],

@@ -372,6 +372,12 @@ async fn a_phones_events_stored_in_pages_read_one_by_one_newest_first() {
         all.iter().map(|e| e.id).collect::<Vec<_>>(),
         paged.iter().map(|e| e.id).collect::<Vec<_>>()
     );
+    // A page wanted only in part after a newer one: just the events still wanted.
+    let three = fetches::history(&c, tenant, ONE, None, 3).await.unwrap();
+    assert_eq!(
+        three.iter().map(|e| e.source_port).collect::<Vec<_>>(),
+        [5, 4, 3]
+    );
     // A cursor inside the first batch's page: only the events before it.
     let older = fetches::history(&c, tenant, ONE, Some(paged[3].id), 50)
         .await
