@@ -2,19 +2,20 @@
 //! 404 on any miss, no redirects, `Content-Length` always, `X-Forwarded-For` only from trusted proxies.
 //!
 //! A small HTTP/1.1 server of its own (request heads parsed by `httparse`, keep-alive, pipelining, no
-//! request bodies): one thread per core, each with a `SO_REUSEPORT` listener and a single-threaded
-//! runtime, so a connection is accepted, read, answered and closed on one core. Phones send a GET with
-//! a few headers; a general-purpose framework's per-connection machinery (an accept thread handing
-//! connections to workers) cost more than rendering the file.
+//! request bodies): one thread per core, each with a `SO_REUSEPORT` listener and a `mio` poll loop, so a
+//! connection is accepted, read, answered and closed on one core. Phones send a GET with a few headers;
+//! a general-purpose framework's per-connection machinery (an accept thread handing connections to
+//! workers) cost more than rendering the file, and so did a task per connection on a single-threaded
+//! tokio runtime (a timer and a cancellation waiter per read, and a read that only heard `EAGAIN`).
 
+use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
+use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::{Answer, FetchOutcome, Frontend, Protocol as FetchProtocol, Sent};
@@ -28,6 +29,8 @@ const MAX_HEADERS: usize = 48;
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// On shutdown, how long requests in flight may take.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long the kernel holds a new connection that has sent nothing before handing it over.
+const DEFER_ACCEPT_SECS: libc::c_int = 5;
 /// Bodies up to this size are copied behind the head and sent with one write.
 const INLINE_BODY: usize = 16 * 1024;
 
@@ -64,8 +67,33 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
         sock.set_only_v6(false)?;
     }
     sock.bind(&addr.into())?;
+    defer_accept(&sock);
     sock.listen(1024)?;
     Ok(sock.into())
+}
+
+/// Asks Linux to hand over a connection only once its first bytes arrived (`TCP_DEFER_ACCEPT`, up to
+/// `DEFER_ACCEPT_SECS`; a client still silent then is handed over anyway). A phone's GET is then read
+/// right after `accept`, answered, and, with `Connection: close`, closed without ever being registered
+/// with the poll. Best effort: without it a connection waits for its first readable event.
+fn defer_accept(sock: &Socket) {
+    use std::os::fd::AsRawFd as _;
+    let secs: libc::c_int = DEFER_ACCEPT_SECS;
+    // SAFETY: `sock` is an open socket for the whole call, and the option value is a live `c_int`
+    // whose size is passed with it.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            std::ptr::from_ref(&secs).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(error = %io::Error::last_os_error(), "http: TCP_DEFER_ACCEPT not set");
+    }
 }
 
 impl HttpFilesServer {
@@ -94,80 +122,422 @@ impl HttpFilesServer {
         self.local_addr
     }
 
-    /// Serves until `shutdown`: then the listeners close, requests in flight are answered (for up to
-    /// 10 s) and idle connections are closed.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+    /// Serves until `shutdown`: then the listeners close, idle connections and connections in the
+    /// middle of a request head are closed, and answers being written may finish for up to 10 s.
+    ///
+    /// The work happens on the server's own worker threads, one per listener; this future only waits
+    /// for `shutdown` and then for the workers.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> io::Result<()> {
         let shared = Arc::new(Shared {
             frontend: self.frontend,
             trusted: self.settings.trusted_proxies,
+            stopping: AtomicBool::new(false),
         });
+        let mut wakers = Vec::new();
         let mut threads = Vec::new();
         for (i, listener) in self.listeners.into_iter().enumerate() {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let (shared, shutdown) = (shared.clone(), shutdown.clone());
+            let poll = Poll::new()?;
+            let waker = Waker::new(poll.registry(), WAKER)?;
+            let mut listener = mio::net::TcpListener::from_std(listener);
+            poll.registry()
+                .register(&mut listener, LISTENER, Interest::READABLE)?;
+            let shared = shared.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("http-{i}"))
-                    .spawn(move || runtime.block_on(worker(listener, shared, shutdown)))?,
+                    .spawn(move || Worker::new(shared, poll, listener).run())?,
             );
+            wakers.push(waker);
         }
         shutdown.cancelled().await;
+        shared.stopping.store(true, Ordering::SeqCst);
+        for w in &wakers {
+            let _ = w.wake();
+        }
         tokio::task::spawn_blocking(move || {
             for t in threads {
-                match t.join() {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!(error = %e, "http: worker failed"),
-                    Err(_) => tracing::error!("http: a worker thread panicked"),
+                if t.join().is_err() {
+                    tracing::error!("http: a worker thread panicked");
                 }
             }
         })
         .await
-        .map_err(std::io::Error::other)
+        .map_err(io::Error::other)
     }
 }
 
 struct Shared {
     frontend: Arc<Frontend>,
     trusted: Vec<Prefix>,
+    stopping: AtomicBool,
 }
 
-async fn worker(
-    listener: TcpListener,
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+/// Connection `i` is registered as token `FIRST_CONNECTION + i`.
+const FIRST_CONNECTION: usize = 2;
+/// How often a worker closes connections past their deadline (and retries a failed accept).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// A connection's read buffer to begin with; it doubles while a head is longer, up to `2 * MAX_HEAD`.
+const READ_BUF: usize = 2048;
+/// Answers to pipelined requests queued before they are written.
+const OUT_HIGH: usize = 64 * 1024;
+/// Buffers of closed connections a worker keeps for the next ones.
+const SPARE_BUFFERS: usize = 64;
+
+/// One worker thread: a `mio` poll loop that owns its listener's connections, each a small state
+/// machine (read a head, answer into a buffer, write it). Readiness is edge-triggered: a read shorter
+/// than the buffer emptied the socket, so the next bytes raise a new event and the connection waits for
+/// it instead of reading again only to hear `EAGAIN`. A keep-alive request costs one `read` and one
+/// `write`; no timer or task is created per request (deadlines are checked once a second).
+struct Worker {
     shared: Arc<Shared>,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::from_std(listener)?;
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        while connections.try_join_next().is_some() {}
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok((stream, peer)) => {
-                    connections.spawn(connection(stream, peer, shared.clone(), shutdown.clone()));
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: pause instead of spinning.
-                    tracing::warn!(error = %e, "http: accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            },
+    poll: Poll,
+    listener: Option<mio::net::TcpListener>,
+    connections: Vec<Option<Connection>>,
+    free: Vec<usize>,
+    open: usize,
+    spare: Vec<(Vec<u8>, Vec<u8>)>,
+    now: Instant,
+}
+
+/// What a connection wants after it was driven.
+#[derive(PartialEq, Eq)]
+enum Next {
+    /// Wait for its next event.
+    Wait,
+    /// Its answer did not fit in the socket's send buffer: wait until it is writable.
+    WaitWritable,
+    /// Close it.
+    Close,
+}
+
+struct Connection {
+    stream: mio::net::TcpStream,
+    peer: SocketAddr,
+    /// Bytes read and not yet parsed: `input[start..filled]`.
+    input: Vec<u8>,
+    start: usize,
+    filled: usize,
+    /// Answer bytes not yet written: `out[sent..]`, then `body[body_sent..]`.
+    out: Vec<u8>,
+    sent: usize,
+    body: Option<bytes::Bytes>,
+    body_sent: usize,
+    /// The connection ends once its answers are written.
+    close: bool,
+    /// Registered with the poll (after its first answer when that did not end it).
+    registered: bool,
+    /// Registered for writable events as well (after a write that would have blocked).
+    writable: bool,
+    /// Closed at this time unless it reads or writes something before.
+    deadline: Instant,
+}
+
+impl Worker {
+    fn new(shared: Arc<Shared>, poll: Poll, listener: mio::net::TcpListener) -> Worker {
+        Worker {
+            shared,
+            poll,
+            listener: Some(listener),
+            connections: Vec::new(),
+            free: Vec::new(),
+            open: 0,
+            spare: Vec::new(),
+            now: Instant::now(),
         }
     }
-    drop(listener);
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            remaining = connections.len(),
-            "http: grace period over, closing connections"
-        );
+
+    fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        let mut next_sweep = Instant::now() + SWEEP_EVERY;
+        let mut grace_until: Option<Instant> = None;
+        loop {
+            let wait = next_sweep.saturating_duration_since(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::warn!(error = %e, "http: poll failed");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+            self.now = Instant::now();
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    Token(t) => self.drive(t - FIRST_CONNECTION),
+                }
+            }
+            if self.now >= next_sweep {
+                self.sweep();
+                next_sweep = self.now + SWEEP_EVERY;
+            }
+            if !self.shared.stopping.load(Ordering::Relaxed) {
+                continue;
+            }
+            let until = match grace_until {
+                Some(until) => until,
+                None => {
+                    // Stop accepting; idle connections and heads not yet complete end now, answers
+                    // being written may finish, then their connections close.
+                    if let Some(mut l) = self.listener.take() {
+                        let _ = self.poll.registry().deregister(&mut l);
+                    }
+                    for i in 0..self.connections.len() {
+                        if let Some(c) = &mut self.connections[i] {
+                            if c.pending_output() {
+                                c.close = true;
+                            } else {
+                                self.close(i);
+                            }
+                        }
+                    }
+                    *grace_until.insert(self.now + SHUTDOWN_GRACE)
+                }
+            };
+            if self.open == 0 {
+                return;
+            }
+            if self.now >= until {
+                tracing::warn!(
+                    remaining = self.open,
+                    "http: grace period over, closing connections"
+                );
+                return;
+            }
+        }
     }
-    Ok(())
+
+    /// Accepts every connection waiting on the listener.
+    fn accept(&mut self) {
+        loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            let (stream, peer) = match listener.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: the sweep tries again within a second.
+                    tracing::warn!(error = %e, "http: accept failed");
+                    return;
+                }
+            };
+            let i = self.free.pop().unwrap_or_else(|| {
+                self.connections.push(None);
+                self.connections.len() - 1
+            });
+            let (input, out) = self
+                .spare
+                .pop()
+                .unwrap_or_else(|| (vec![0; READ_BUF], Vec::with_capacity(READ_BUF)));
+            self.connections[i] = Some(Connection {
+                stream,
+                peer,
+                input,
+                start: 0,
+                filled: 0,
+                out,
+                sent: 0,
+                body: None,
+                body_sent: 0,
+                close: false,
+                registered: false,
+                writable: false,
+                deadline: self.now + READ_TIMEOUT,
+            });
+            self.open += 1;
+            // Its request is usually there already (deferred accept): answer it before registering.
+            self.drive(i);
+        }
+    }
+
+    fn drive(&mut self, i: usize) {
+        let stopping = self.shared.stopping.load(Ordering::Relaxed);
+        let Some(Some(c)) = self.connections.get_mut(i) else {
+            return;
+        };
+        let next = c.drive(&self.shared, self.now, stopping);
+        if next == Next::Close {
+            self.close(i);
+            return;
+        }
+        let writable = next == Next::WaitWritable;
+        if c.registered && (c.writable || !writable) {
+            return;
+        }
+        let token = Token(i + FIRST_CONNECTION);
+        let interest = if writable {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        let registry = self.poll.registry();
+        let done = if c.registered {
+            registry.reregister(&mut c.stream, token, interest)
+        } else {
+            registry.register(&mut c.stream, token, interest)
+        };
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "http: cannot register a connection");
+            self.close(i);
+            return;
+        }
+        c.registered = true;
+        c.writable = writable;
+    }
+
+    /// Closes connection `i` (closing the socket removes it from the poll) and keeps its buffers.
+    fn close(&mut self, i: usize) {
+        let Some(c) = self.connections[i].take() else {
+            return;
+        };
+        self.free.push(i);
+        self.open -= 1;
+        if self.spare.len() < SPARE_BUFFERS && c.input.len() == READ_BUF {
+            let mut out = c.out;
+            out.clear();
+            if out.capacity() <= 4 * READ_BUF {
+                self.spare.push((c.input, out));
+            }
+        }
+    }
+
+    /// Closes the connections past their deadline, and retries accepting.
+    fn sweep(&mut self) {
+        for i in 0..self.connections.len() {
+            if self.connections[i]
+                .as_ref()
+                .is_some_and(|c| self.now >= c.deadline)
+            {
+                self.close(i);
+            }
+        }
+        self.accept();
+    }
+}
+
+impl Connection {
+    fn pending_output(&self) -> bool {
+        self.sent < self.out.len() || self.body.is_some()
+    }
+
+    /// Writes what is pending, answers the complete requests read, reads more; until it would block.
+    fn drive(&mut self, shared: &Shared, now: Instant, stopping: bool) -> Next {
+        // A read shorter than the buffer emptied the socket: the next bytes raise a new event.
+        let mut drained = false;
+        loop {
+            match self.flush(now) {
+                Ok(true) => {}
+                Ok(false) => return Next::WaitWritable,
+                Err(_) => return Next::Close,
+            }
+            if self.close {
+                return Next::Close;
+            }
+            let mut answered = false;
+            while self.body.is_none() && !self.close && self.out.len() < OUT_HIGH {
+                match parse(&self.input[self.start..self.filled]) {
+                    Parsed::Request(head, used) => {
+                        self.start += used;
+                        let close = head.close || stopping;
+                        self.body = answer(shared, self.peer, head, close, &mut self.out);
+                        self.close = close;
+                    }
+                    Parsed::Bad(status) => {
+                        respond_plain(&mut self.out, status, true, true);
+                        self.close = true;
+                    }
+                    Parsed::Partial => break,
+                }
+                answered = true;
+            }
+            if answered {
+                continue;
+            }
+            if stopping {
+                // Idle, or in the middle of a head, at shutdown: the connection ends.
+                return Next::Close;
+            }
+            if drained {
+                return Next::Wait;
+            }
+            self.make_room();
+            match self.stream.read(&mut self.input[self.filled..]) {
+                Ok(0) => return Next::Close,
+                Ok(n) => {
+                    drained = self.filled + n < self.input.len();
+                    self.filled += n;
+                    self.deadline = now + READ_TIMEOUT;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Wait,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Next::Close,
+            }
+        }
+    }
+
+    /// Moves unparsed bytes to the front, and doubles the buffer when they fill it. A head that does
+    /// not end within `MAX_HEAD` bytes is refused by `parse`, so the buffer stays under `2 * MAX_HEAD`.
+    fn make_room(&mut self) {
+        if self.start == self.filled {
+            self.start = 0;
+            self.filled = 0;
+        } else if self.filled == self.input.len() && self.start > 0 {
+            self.input.copy_within(self.start..self.filled, 0);
+            self.filled -= self.start;
+            self.start = 0;
+        }
+        if self.filled == self.input.len() {
+            let len = (2 * self.input.len()).min(2 * MAX_HEAD);
+            self.input.resize(len, 0);
+        }
+    }
+
+    /// Writes pending answer bytes: `true` when all are written, `false` when the socket is full.
+    fn flush(&mut self, now: Instant) -> io::Result<bool> {
+        loop {
+            let head = &self.out[self.sent..];
+            let body = self
+                .body
+                .as_deref()
+                .map_or(&[][..], |b| &b[self.body_sent..]);
+            if head.is_empty() && body.is_empty() {
+                self.out.clear();
+                self.sent = 0;
+                self.body = None;
+                self.body_sent = 0;
+                return Ok(true);
+            }
+            let written = if body.is_empty() {
+                self.stream.write(head)
+            } else {
+                self.stream
+                    .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+            };
+            match written {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    let from_head = n.min(head.len());
+                    self.sent += from_head;
+                    self.body_sent += n - from_head;
+                    self.deadline = now + READ_TIMEOUT;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 /// What a request head says, copied out of the read buffer.
@@ -243,52 +613,7 @@ fn parse(buf: &[u8]) -> Parsed {
     )
 }
 
-async fn connection(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    shutdown: CancellationToken,
-) {
-    let mut buf = BytesMut::with_capacity(2048);
-    let mut out: Vec<u8> = Vec::with_capacity(2048);
-    loop {
-        let (head, used) = loop {
-            match parse(&buf) {
-                Parsed::Request(head, used) => break (head, used),
-                Parsed::Bad(status) => {
-                    respond_plain(&mut out, status, true, true);
-                    let _ = stream.write_all(&out).await;
-                    return;
-                }
-                Parsed::Partial => {}
-            }
-            let read = tokio::select! {
-                // Idle or mid-head at shutdown: the connection ends.
-                () = shutdown.cancelled() => return,
-                r = tokio::time::timeout(READ_TIMEOUT, stream.read_buf(&mut buf)) => r,
-            };
-            match read {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return,
-            }
-        };
-        buf.advance(used);
-        let close = head.close || shutdown.is_cancelled();
-        let body = answer(&shared, peer, head, close, &mut out);
-        let written = match body {
-            Some(body) => match stream.write_all(&out).await {
-                Ok(()) => stream.write_all(&body).await,
-                Err(e) => Err(e),
-            },
-            None => stream.write_all(&out).await,
-        };
-        if written.is_err() || close {
-            return;
-        }
-    }
-}
-
-/// Writes the response to `head` into `out` (the head, and the body unless it is large); returns a
+/// Appends the response to `head` to `out` (the head, and the body unless it is large); returns a
 /// large body to send after it.
 fn answer(
     shared: &Shared,
@@ -298,7 +623,6 @@ fn answer(
     out: &mut Vec<u8>,
 ) -> Option<bytes::Bytes> {
     if head.method == Method::Other {
-        out.clear();
         out.extend_from_slice(b"HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, HEAD\r\n");
         finish_plain(out, b"method not allowed\n", close, true);
         return None;
@@ -344,15 +668,15 @@ fn answer(
         respond_plain(out, 404, close, head.method == Method::Get);
         return None;
     };
-    use std::io::Write as _;
-    out.clear();
-    let _ = write!(
-        out,
-        "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}\r\n",
-        s.content_type,
-        s.bytes.len(),
-        if close { "Connection: close\r\n" } else { "" }
-    );
+    out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: ");
+    out.extend_from_slice(s.content_type.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Length: ");
+    push_decimal(out, s.bytes.len());
+    out.extend_from_slice(if close {
+        b"\r\nConnection: close\r\n\r\n"
+    } else {
+        b"\r\n\r\n"
+    });
     if head.method == Method::Head {
         return None;
     }
@@ -363,9 +687,23 @@ fn answer(
     Some(s.bytes)
 }
 
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
 /// A short `text/plain` answer: 404, 400 or 431 (without its body when it answers a HEAD).
 fn respond_plain(out: &mut Vec<u8>, status: u16, close: bool, with_body: bool) {
-    out.clear();
     let (line, body): (&[u8], &[u8]) = match status {
         400 => (b"HTTP/1.1 400 Bad Request\r\n", b"bad request\n"),
         431 => (

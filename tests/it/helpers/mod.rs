@@ -53,6 +53,11 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
+    /// Starts the graceful shutdown `serve` begins on SIGTERM (the test's process goes on).
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
     /// Starts the API (with its snapshot refresher) on a fresh database.
     pub async fn spawn() -> TestApp {
         Self::spawn_with(

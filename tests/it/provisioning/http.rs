@@ -315,3 +315,127 @@ async fn one_connection_carries_pipelined_requests_and_heads_without_bodies() {
         .unwrap();
     assert!(answer.starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
 }
+
+/// A head sent in pieces, longer than the server's first read buffer, is read across several events and
+/// answered once it is whole; the connection then carries the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_head_sent_in_pieces_is_answered_once_whole() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_full().await;
+    tenant_with_network(&app, "alpha", "127.0.1.0/24").await;
+    put_phone(&app, "alpha", MAC, "7960", "1001").await;
+    let cnf = wait_snapshot(&app, "127.0.1.5", &format!("SIP{MAC}.cnf"), |_| true).await;
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind("127.0.1.5:0".parse().unwrap()).unwrap();
+    let mut c = s.connect(http_files(&app)).await.unwrap();
+    let pad = "p".repeat(5000);
+    let head = format!("GET /SIP{MAC}.cnf HTTP/1.1\r\nHost: t\r\nX-Pad: {pad}\r\n\r\n");
+    let pieces = [&head[..10], &head[10..3000], &head[3000..head.len() - 1]];
+    let mut buf = [0u8; 8192];
+    for piece in pieces {
+        c.write_all(piece.as_bytes()).await.unwrap();
+        // Nothing is answered before the head is whole.
+        let early = tokio::time::timeout(Duration::from_millis(150), c.read(&mut buf)).await;
+        assert!(early.is_err(), "answered a partial head: {early:?}");
+    }
+    c.write_all(b"\n").await.unwrap();
+    for round in 0..2 {
+        let mut got = Vec::new();
+        while !got.ends_with(&cnf) {
+            let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+                .await
+                .expect("answers within 5 s")
+                .unwrap();
+            assert!(n > 0, "closed after {} bytes", got.len());
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8(got).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert_eq!(text.matches("HTTP/1.1").count(), 1, "{text}");
+        if round == 0 {
+            // The same connection carries the next request, sent whole.
+            c.write_all(head.as_bytes()).await.unwrap();
+        }
+    }
+}
+
+/// On shutdown an idle keep-alive connection is closed at once and no new one is accepted, while an
+/// answer still being written to a slow reader is written to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_closes_idle_connections_and_finishes_answers_being_written() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const IMAGE: &str = "SIP42.9-4-2SR3-1S.sb2";
+    const SIZE: usize = 8 * 1024 * 1024 + 17;
+    let app = TestApp::spawn_full().await;
+    tenant_with_network(&app, "alpha", "127.0.1.0/24").await;
+    let image = super::prng(SIZE, 0xb0d1);
+    put_global_file(&app, IMAGE, image.clone()).await;
+    let dialplan = wait_snapshot(&app, "127.0.1.5", "dialplan.xml", |_| true).await;
+    wait_snapshot(&app, "127.0.1.5", IMAGE, |b| b.len() == SIZE).await;
+    let server = http_files(&app);
+    let connect = |rcvbuf: Option<u32>| async move {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        if let Some(n) = rcvbuf {
+            s.set_recv_buffer_size(n).unwrap();
+        }
+        s.bind("127.0.1.5:0".parse().unwrap()).unwrap();
+        s.connect(server).await
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    // An idle keep-alive connection.
+    let mut idle = connect(None).await.unwrap();
+    idle.write_all(b"GET /dialplan.xml HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while !got.ends_with(&dialplan) {
+        let n = idle.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    // A slow reader: a small receive buffer, and it reads one piece before the shutdown.
+    let mut slow = connect(Some(64 * 1024)).await.unwrap();
+    slow.write_all(format!("GET /{IMAGE} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let n = slow.read(&mut buf).await.unwrap();
+    answer.extend_from_slice(&buf[..n]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    app.begin_shutdown();
+    let closed = tokio::time::timeout(Duration::from_secs(3), idle.read(&mut buf))
+        .await
+        .expect("the idle connection is closed within 3 s");
+    assert!(
+        matches!(closed, Ok(0) | Err(_)),
+        "idle connection got {closed:?}"
+    );
+    let mut refused = false;
+    for _ in 0..30 {
+        if connect(None).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused, "new connections are still accepted after shutdown");
+
+    tokio::time::timeout(Duration::from_secs(8), slow.read_to_end(&mut answer))
+        .await
+        .expect("the answer is finished and the connection closed within 8 s")
+        .unwrap();
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head")
+        + 4;
+    let head = String::from_utf8_lossy(&answer[..split]);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(
+        head.contains(&format!("Content-Length: {SIZE}\r\n")),
+        "{head}"
+    );
+    assert_eq!(answer.len() - split, SIZE, "the whole image, then the end");
+    assert_eq!(sha256_hex(&answer[split..]), sha256_hex(&image));
+}
