@@ -3,7 +3,10 @@
 //! counts it, optionally hashes or keeps it, and reports a failure reason instead of an error chain.
 //!
 //! Each transfer binds a fresh UDP socket to the chosen source address (port 0), so every transfer has its
-//! own transfer ID, as a phone's would.
+//! own transfer ID, as a phone's would. The generator shares the machine with the server it measures, so
+//! it spends as little as it can per datagram: in lock-step it does not read again only to hear
+//! `EAGAIN`, and a transfer has one timer, moved lazily, not one per datagram (with the socket created
+//! non-blocking, that took ~30% off the generator's wall time in a firmware-change storm).
 
 use std::fmt;
 use std::io;
@@ -11,7 +14,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use tokio::net::UdpSocket;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::time::Instant;
 
 use crate::tftp::packet::{self, Mode, Packet, TransferOptions, DEFAULT_BLKSIZE};
@@ -169,12 +173,16 @@ fn io_failure(e: io::Error) -> Failure {
     Failure::Io(e.kind())
 }
 
-/// Binds a UDP socket to `source`, port 0, with a 4 MiB receive buffer when `windowed`.
-pub async fn bind(source: IpAddr, windowed: bool) -> io::Result<UdpSocket> {
+/// A transfer's socket, registered with the runtime through `AsyncFd` rather than `tokio::net::UdpSocket`,
+/// so that the client can forget a readiness it knows is used up (see [`recv`]).
+type Socket = AsyncFd<std::net::UdpSocket>;
+
+/// Binds a non-blocking UDP socket to `source`, port 0, with a 4 MiB receive buffer when `windowed`.
+pub fn bind(source: IpAddr, windowed: bool) -> io::Result<Socket> {
     let addr = SocketAddr::new(source, 0);
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
-        socket2::Type::DGRAM,
+        socket2::Type::DGRAM.nonblocking(),
         Some(socket2::Protocol::UDP),
     )?;
     // A window of 16 × 8 KiB blocks overflows the kernel's default receive buffer (~208 KiB): without a
@@ -183,9 +191,53 @@ pub async fn bind(source: IpAddr, windowed: bool) -> io::Result<UdpSocket> {
     if windowed {
         let _ = socket.set_recv_buffer_size(4 << 20);
     }
-    socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    let socket: std::net::UdpSocket = socket.into();
+    // SAFETY: a `std::net::UdpSocket` owns its open descriptor until it is dropped, and `as_raw_fd`
+    // always returns that descriptor; the `AsyncFd` owns the socket for its whole life.
+    #[allow(unsafe_code)]
+    let registered = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) };
+    registered.map_err(io::Error::from)
+}
+
+/// Sends one datagram. A UDP send does not wait for the peer; a full send buffer is waited out.
+async fn send(sock: &Socket, buf: &[u8], to: SocketAddr) -> io::Result<()> {
+    loop {
+        match sock.get_ref().send_to(buf, to) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Receives one datagram once the socket is readable. With `last`, the caller knows the peer sends
+/// nothing more until it answers (lock-step: one block or OACK in flight), so the readiness is cleared
+/// after the datagram instead of being used up by a `recvfrom` that only hears `EAGAIN`: readiness is
+/// edge-triggered, the answer's arrival raises a new edge. A datagram already queued behind this one (a
+/// retransmission) is read at that edge, or by the timer's drain ([`drain`]).
+async fn recv(sock: &Socket, buf: &mut [u8], last: bool) -> io::Result<(usize, SocketAddr)> {
+    loop {
+        let mut ready = sock.readable().await?;
+        match ready.try_io(|s| s.get_ref().recv_from(buf)) {
+            Ok(Ok(got)) => {
+                if last {
+                    ready.clear_ready();
+                }
+                return Ok(got);
+            }
+            Ok(Err(e)) => return Err(e),
+            // `try_io` cleared the readiness: wait for the next edge.
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+/// Reads a datagram that is already queued, without waiting: at a timeout, before retransmitting.
+fn drain(sock: &Socket, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+    sock.get_ref().recv_from(buf).ok()
 }
 
 /// Reads `name` from the server with an RRQ sent from `source` (mode octet). `rbuf` is a receive buffer
@@ -198,11 +250,11 @@ pub async fn fetch(
     rbuf: &mut Vec<u8>,
 ) -> Result<Fetched, Failure> {
     let windowed = cfg.options && cfg.windowsize > 1;
-    let sock = bind(source, windowed).await.map_err(io_failure)?;
+    let sock = bind(source, windowed).map_err(io_failure)?;
     let opts = cfg.request_options();
     let mut rrq = Vec::with_capacity(name.len() + 64);
     packet::encode_rrq(&mut rrq, name, Mode::Octet, &opts);
-    sock.send_to(&rrq, cfg.target).await.map_err(io_failure)?;
+    send(&sock, &rrq, cfg.target).await.map_err(io_failure)?;
 
     // One spare byte detects a DATA payload larger than any block size we accept.
     let cap = usize::from(cfg.max_payload().max(DEFAULT_BLKSIZE)) + 5;
@@ -229,11 +281,29 @@ pub async fn fetch(
     let mut gap_acked = false;
     let mut tries = 0u32;
     let mut deadline = Instant::now() + cfg.timeout;
+    // One timer for the whole transfer: progress only moves `deadline`, and the timer, when it fires
+    // early, is set to it then (no timer registered and cancelled per datagram).
+    let timer = tokio::time::sleep_until(deadline);
+    tokio::pin!(timer);
 
     loop {
-        let received = tokio::time::timeout_at(deadline, sock.recv_from(&mut rbuf[..cap])).await;
+        // Lock-step: before the first answer, and with a window of one block.
+        let lock_step = !started || out.windowsize == 1;
+        let received = tokio::select! {
+            biased;
+            r = recv(&sock, &mut rbuf[..cap], lock_step) => Some(r),
+            () = &mut timer => None,
+        };
+        let received = match received {
+            Some(r) => Ok(r),
+            None if Instant::now() < deadline => {
+                timer.as_mut().reset(deadline);
+                continue;
+            }
+            None => drain(&sock, &mut rbuf[..cap]).map(Ok).ok_or(()),
+        };
         let (n, from) = match received {
-            Err(_elapsed) => {
+            Err(()) => {
                 tries += 1;
                 if tries > cfg.retries {
                     return Err(if started {
@@ -247,15 +317,16 @@ pub async fn fetch(
                     // RFC 1350 §2 / RFC 7440 §4: on timeout the receiver re-acknowledges the last block.
                     Some(p) if started => {
                         in_window = 0;
-                        sock.send_to(&packet::encode_ack(last), p)
+                        send(&sock, &packet::encode_ack(last), p)
                             .await
                             .map_err(io_failure)?;
                     }
                     _ => {
-                        sock.send_to(&rrq, cfg.target).await.map_err(io_failure)?;
+                        send(&sock, &rrq, cfg.target).await.map_err(io_failure)?;
                     }
                 }
                 deadline = Instant::now() + cfg.timeout;
+                timer.as_mut().reset(deadline);
                 continue;
             }
             // An ICMP error reported on the socket; keep waiting for the timer.
@@ -269,7 +340,7 @@ pub async fn fetch(
                 // RFC 1350 §4: a packet from a stranger gets ERROR 5; the transfer carries on.
                 let mut e = Vec::with_capacity(32);
                 packet::encode_error(&mut e, packet::ErrorCode::UnknownTid, "unknown transfer ID");
-                let _ = sock.try_send_to(&e, from);
+                let _ = sock.get_ref().send_to(&e, from);
                 continue;
             }
             Some(_) => {}
@@ -284,7 +355,7 @@ pub async fn fetch(
                 if started {
                     // A retransmitted OACK: our ACK 0 was lost. Re-acknowledge while no DATA came.
                     if out.blocks == 0 {
-                        let _ = sock.send_to(&packet::encode_ack(0), p).await;
+                        let _ = send(&sock, &packet::encode_ack(0), p).await;
                     }
                     continue;
                 }
@@ -307,7 +378,7 @@ pub async fn fetch(
                 tsize = o.tsize;
                 started = true;
                 tries = 0;
-                sock.send_to(&packet::encode_ack(0), p)
+                send(&sock, &packet::encode_ack(0), p)
                     .await
                     .map_err(io_failure)?;
                 deadline = Instant::now() + cfg.timeout;
@@ -340,7 +411,7 @@ pub async fn fetch(
                     in_window += 1;
                     if done || in_window >= out.windowsize {
                         in_window = 0;
-                        sock.send_to(&packet::encode_ack(block), p)
+                        send(&sock, &packet::encode_ack(block), p)
                             .await
                             .map_err(io_failure)?;
                     }
@@ -354,7 +425,7 @@ pub async fn fetch(
                     if !gap_acked {
                         gap_acked = true;
                         in_window = 0;
-                        sock.send_to(&packet::encode_ack(last), p)
+                        send(&sock, &packet::encode_ack(last), p)
                             .await
                             .map_err(io_failure)?;
                     }
@@ -399,6 +470,7 @@ fn is_transient(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::UdpSocket;
 
     fn cfg(options: bool) -> ClientConfig {
         ClientConfig {
@@ -552,5 +624,65 @@ mod tests {
             let (n, _) = server.try_recv_from(&mut buf).unwrap();
             assert!(matches!(packet::decode(&buf[..n]), Ok(Packet::Rrq(_))));
         }
+    }
+
+    /// Lock-step (plain RRQ, 512-byte blocks): the readiness is cleared after each block, so a duplicate
+    /// of block 1 queued behind it is read at the next block's arrival, and nothing waits for a timer.
+    /// Then a transfer whose ERROR is queued behind its first block: the timer reads it before
+    /// retransmitting, so the server's error is what the transfer reports.
+    #[tokio::test]
+    async fn lock_step_reads_what_is_queued_behind_a_block() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut c = cfg(false);
+        c.target = server.local_addr().unwrap();
+        c.timeout = Duration::from_millis(300);
+        c.retries = 3;
+        let content: Vec<u8> = (0..700u32).map(|i| (i % 251) as u8).collect();
+        let srv_content = content.clone();
+        let srv = tokio::spawn(async move {
+            let mut buf = [0u8; 600];
+            let mut out = Vec::new();
+            let (_, client) = server.recv_from(&mut buf).await.unwrap();
+            let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            packet::encode_data(&mut out, 1, &srv_content[..512]);
+            // Block 1 twice, back to back: the second is queued behind the first.
+            sock.send_to(&out, client).await.unwrap();
+            sock.send_to(&out, client).await.unwrap();
+            let (n, _) = sock.recv_from(&mut buf).await.unwrap();
+            assert_eq!(packet::decode(&buf[..n]).unwrap(), Packet::Ack { block: 1 });
+            packet::encode_data(&mut out, 2, &srv_content[512..]);
+            sock.send_to(&out, client).await.unwrap();
+            // The re-ACK of block 1 for the duplicate, then the final ACK.
+            for want in [1, 2] {
+                let (n, _) = sock.recv_from(&mut buf).await.unwrap();
+                assert_eq!(
+                    packet::decode(&buf[..n]).unwrap(),
+                    Packet::Ack { block: want }
+                );
+            }
+
+            // The second transfer: block 1 and an ERROR right behind it.
+            let (_, client) = server.recv_from(&mut buf).await.unwrap();
+            packet::encode_data(&mut out, 1, &srv_content[..512]);
+            sock.send_to(&out, client).await.unwrap();
+            let mut error = Vec::new();
+            packet::encode_error(&mut error, packet::ErrorCode::AccessViolation, "gone");
+            sock.send_to(&error, client).await.unwrap();
+        });
+        let mut rbuf = Vec::new();
+        let src: IpAddr = "127.0.0.1".parse().unwrap();
+        let keep = Keep {
+            sha256: false,
+            data: true,
+        };
+        let got = fetch(&c, src, "a", keep, &mut rbuf).await.unwrap();
+        assert_eq!(got.data.as_deref(), Some(&content[..]));
+        assert_eq!((got.blocks, got.out_of_order), (2, 1));
+        assert_eq!(got.retransmits, 0, "a queued datagram waited for the timer");
+        let e = fetch(&c, src, "b", Keep::default(), &mut rbuf)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Failure::Error { code: 2, .. }), "{e}");
+        srv.await.unwrap();
     }
 }
