@@ -6,7 +6,7 @@
 //! own transfer ID, as a phone's would. The generator shares the machine with the server it measures, so
 //! it spends as little as it can per datagram: in lock-step it does not read again only to hear
 //! `EAGAIN`, and a transfer has one timer, moved lazily, not one per datagram (with the socket created
-//! non-blocking, that took ~30% off the generator's wall time in a firmware-change storm).
+//! non-blocking: a firmware-change storm against dialtone on 2 cores went from 7.6-9.3 s to 6.9-7.2 s).
 
 use std::fmt;
 use std::io;
