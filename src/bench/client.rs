@@ -5,8 +5,9 @@
 //! Each transfer binds a fresh UDP socket to the chosen source address (port 0), so every transfer has its
 //! own transfer ID, as a phone's would. The generator shares the machine with the server it measures, so
 //! it spends as little as it can per datagram: in lock-step it does not read again only to hear
-//! `EAGAIN`, and a transfer has one timer, moved lazily, not one per datagram (with the socket created
-//! non-blocking: a firmware-change storm against dialtone on 2 cores went from 7.6-9.3 s to 6.9-7.2 s).
+//! `EAGAIN`, and a transfer has one timer, moved lazily, not one per datagram; its socket is created
+//! non-blocking. (The generator's own CPU in a firmware-change storm against dialtone: 7.9-8.1 s against
+//! 8.1-10.8 s before, three alternating runs each; within the noise of `bench/run`'s storm rows.)
 
 use std::fmt;
 use std::io;
