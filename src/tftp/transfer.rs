@@ -333,33 +333,108 @@ impl Transfer {
         Ok(Step::Continue)
     }
 
-    /// Sends blocks `from..` up to the window size or the last block: one `sendmsg` each, with the
-    /// header and the payload as two slices (no copy of the payload into a buffer).
+    /// Sends blocks `from..` up to the window size or the last block, each with its header and payload as
+    /// two slices (no copy of the payload into a buffer): one `sendmsg` for a single block, `sendmmsg`
+    /// for a window (one system call for up to `MMSG_BATCH` blocks).
     fn send_window(&mut self, sock: &UdpSocket, from: u64) -> io::Result<()> {
         let to = (from + u64::from(self.windowsize) - 1).min(self.blocks);
         let bs = u64::from(self.blksize);
         let len = self.data.len() as u64;
         let peer = socket2::SockAddr::from(self.peer);
-        let sock = socket2::SockRef::from(sock);
-        for b in from..=to {
-            let off = ((b - 1) * bs).min(len) as usize;
-            let end = (b * bs).min(len) as usize;
-            let mut header = [0u8; 4];
-            packet::put_data_header(&mut header, b as u16);
-            let parts = [
-                io::IoSlice::new(&header),
-                io::IoSlice::new(&self.data[off..end]),
-            ];
-            match sock.send_to_vectored(&parts, &peer) {
-                Ok(_) => {}
-                // A full socket buffer counts as a lost packet (the timer resends it).
-                Err(e) if is_transient(&e) => {}
-                Err(e) => return Err(e),
+        let mut next = from;
+        while next <= to {
+            let last = to.min(next + MMSG_BATCH as u64 - 1);
+            let mut headers = [[0u8; 4]; MMSG_BATCH];
+            let mut payloads: [&[u8]; MMSG_BATCH] = [&[]; MMSG_BATCH];
+            for (k, b) in (next..=last).enumerate() {
+                packet::put_data_header(&mut headers[k], b as u16);
+                let off = ((b - 1) * bs).min(len) as usize;
+                let end = (b * bs).min(len) as usize;
+                payloads[k] = &self.data[off..end];
             }
+            let count = (last - next + 1) as usize;
+            send_datagrams(sock, &peer, &headers[..count], &payloads[..count])?;
+            next = last + 1;
         }
         self.sent_upto = to;
         Ok(())
     }
+}
+
+/// Blocks a window sends with one `sendmmsg`.
+const MMSG_BATCH: usize = 32;
+
+/// Sends datagram `k` = `headers[k]` followed by `payloads[k]` to `peer`, in order. A datagram refused
+/// for a transient reason (a full socket buffer, an ICMP error reported late) counts as lost: the timer
+/// resends it.
+fn send_datagrams(
+    sock: &UdpSocket,
+    peer: &socket2::SockAddr,
+    headers: &[[u8; 4]],
+    payloads: &[&[u8]],
+) -> io::Result<()> {
+    if let ([header], [payload]) = (headers, payloads) {
+        let parts = [io::IoSlice::new(header), io::IoSlice::new(payload)];
+        return match socket2::SockRef::from(sock).send_to_vectored(&parts, peer) {
+            Ok(_) => Ok(()),
+            Err(e) if is_transient(&e) => Ok(()),
+            Err(e) => Err(e),
+        };
+    }
+    let mut sent = 0;
+    while sent < headers.len() {
+        match sendmmsg(sock, peer, &headers[sent..], &payloads[sent..]) {
+            Ok(0) => return Ok(()),
+            Ok(n) => sent += n,
+            Err(e) if is_transient(&e) => sent += 1,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// One `sendmmsg(2)` of up to `MMSG_BATCH` datagrams: how many the kernel took.
+fn sendmmsg(
+    sock: &UdpSocket,
+    peer: &socket2::SockAddr,
+    headers: &[[u8; 4]],
+    payloads: &[&[u8]],
+) -> io::Result<usize> {
+    use std::os::fd::AsRawFd as _;
+    let n = headers.len().min(payloads.len()).min(MMSG_BATCH);
+    let mut iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; 2 * MMSG_BATCH];
+    for k in 0..n {
+        iov[2 * k] = libc::iovec {
+            iov_base: headers[k].as_ptr().cast_mut().cast(),
+            iov_len: headers[k].len(),
+        };
+        iov[2 * k + 1] = libc::iovec {
+            iov_base: payloads[k].as_ptr().cast_mut().cast(),
+            iov_len: payloads[k].len(),
+        };
+    }
+    let iov_base = iov.as_mut_ptr();
+    // SAFETY: an all-zero `mmsghdr` is a valid value (null pointers, zero lengths, no flags).
+    #[allow(unsafe_code)]
+    let mut msgs: [libc::mmsghdr; MMSG_BATCH] = unsafe { std::mem::zeroed() };
+    for (k, m) in msgs.iter_mut().enumerate().take(n) {
+        m.msg_hdr.msg_name = peer.as_ptr().cast_mut().cast();
+        m.msg_hdr.msg_namelen = peer.len();
+        m.msg_hdr.msg_iov = iov_base.wrapping_add(2 * k);
+        m.msg_hdr.msg_iovlen = 2;
+    }
+    // SAFETY: the first `n` headers point at `peer` and at two of `iov`'s entries each, which point at
+    // `headers` and `payloads`; all of them outlive the call, and the kernel only reads them (and writes
+    // `msg_len` into `msgs`, which is ours). `n <= MMSG_BATCH`, the length of `msgs`.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::sendmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), n as libc::c_uint, 0) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc as usize)
 }
 
 /// Sends one datagram. A full socket buffer counts as a lost packet (the timer resends it).
