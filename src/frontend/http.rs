@@ -25,7 +25,8 @@ use crate::domain::Prefix;
 const MAX_HEAD: usize = 8 * 1024;
 /// Headers parsed per request; a request with more is refused (431).
 const MAX_HEADERS: usize = 48;
-/// How long a connection may take to send a whole request head, and stay idle between requests.
+/// How long a connection may go without a byte read or written: idle between requests, stalled in the
+/// middle of a head, or not reading its answer. Checked once a second, so it closes within 10-11 s.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// On shutdown, how long requests in flight may take.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
