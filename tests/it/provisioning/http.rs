@@ -439,3 +439,35 @@ async fn shutdown_closes_idle_connections_and_finishes_answers_being_written() {
     assert_eq!(answer.len() - split, SIZE, "the whole image, then the end");
     assert_eq!(sha256_hex(&answer[split..]), sha256_hex(&image));
 }
+
+/// A connection that stalls in the middle of a head is closed after the read timeout (10 s), without an
+/// answer; the server goes on answering others meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connection_stalled_in_a_head_is_closed_after_the_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_full().await;
+    tenant_with_network(&app, "alpha", "127.0.1.0/24").await;
+    wait_snapshot(&app, "127.0.1.5", "dialplan.xml", |_| true).await;
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind("127.0.1.5:0".parse().unwrap()).unwrap();
+    let mut c = s.connect(http_files(&app)).await.unwrap();
+    c.write_all(b"GET /dialplan.xml HT").await.unwrap();
+    let started = std::time::Instant::now();
+    let r = clients::http_from("127.0.1.6")
+        .get(clients::file_url(http_files(&app), "dialplan.xml"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "others are answered meanwhile");
+    let mut buf = [0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(20), c.read(&mut buf))
+        .await
+        .expect("closed within 20 s")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "no answer to a partial head");
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "closed after {:?}, before the timeout",
+        started.elapsed()
+    );
+}
