@@ -180,6 +180,9 @@ pub(crate) struct Transfer {
     /// When the next retransmission is due (never after `deadline`).
     pub timer_at: Instant,
     deadline: Instant,
+    /// Windows go out with UDP GSO until the kernel refuses it for this transfer (see
+    /// [`send_datagrams`]).
+    gso: bool,
 }
 
 impl Transfer {
@@ -219,6 +222,7 @@ impl Transfer {
             first_ack: false,
             timer_at: deadline.min(now + neg.timeout),
             deadline,
+            gso: true,
         };
         t.send_first(sock, buf)?;
         Ok(t)
@@ -334,8 +338,9 @@ impl Transfer {
     }
 
     /// Sends blocks `from..` up to the window size or the last block, each with its header and payload as
-    /// two slices (no copy of the payload into a buffer): one `sendmsg` for a single block, `sendmmsg`
-    /// for a window (one system call for up to `MMSG_BATCH` blocks).
+    /// two slices (no copy of the payload into a buffer): one `sendmsg` for a single block; a window as
+    /// one UDP GSO `sendmsg` per up to 64 blocks, or one `sendmmsg` per up to `MMSG_BATCH` blocks where
+    /// GSO is refused.
     fn send_window(&mut self, sock: &UdpSocket, from: u64) -> io::Result<()> {
         let to = (from + u64::from(self.windowsize) - 1).min(self.blocks);
         let bs = u64::from(self.blksize);
@@ -353,7 +358,13 @@ impl Transfer {
                 payloads[k] = &self.data[off..end];
             }
             let count = (last - next + 1) as usize;
-            send_datagrams(sock, &peer, &headers[..count], &payloads[..count])?;
+            send_datagrams(
+                sock,
+                &peer,
+                &headers[..count],
+                &payloads[..count],
+                &mut self.gso,
+            )?;
             next = last + 1;
         }
         self.sent_upto = to;
@@ -364,14 +375,21 @@ impl Transfer {
 /// Blocks a window sends with one `sendmmsg`.
 const MMSG_BATCH: usize = 32;
 
-/// Sends datagram `k` = `headers[k]` followed by `payloads[k]` to `peer`, in order. A datagram refused
-/// for a transient reason (a full socket buffer, an ICMP error reported late) counts as lost: the timer
-/// resends it.
+/// Sends datagram `k` = `headers[k]` followed by `payloads[k]` to `peer`, in order. Every payload but the
+/// last has the length of the first (the blocks of a window). A datagram refused for a transient reason
+/// (a full socket buffer, an ICMP error reported late) counts as lost: the timer resends it.
+///
+/// Several datagrams go out as UDP GSO sends while `gso` holds (`UDP_SEGMENT`: the kernel cuts one send
+/// into datagrams of one size, so the stack is walked once per send instead of once per datagram), and
+/// with `sendmmsg` once the kernel refused GSO for this transfer: a segment larger than the path's MTU
+/// (`EINVAL`, e.g. blksize 8192 on Ethernet, which plain datagrams pass as IP fragments) or a device
+/// without checksum offload (`EIO`).
 fn send_datagrams(
     sock: &UdpSocket,
     peer: &socket2::SockAddr,
     headers: &[[u8; 4]],
     payloads: &[&[u8]],
+    gso: &mut bool,
 ) -> io::Result<()> {
     if let ([header], [payload]) = (headers, payloads) {
         let parts = [io::IoSlice::new(header), io::IoSlice::new(payload)];
@@ -382,6 +400,29 @@ fn send_datagrams(
         };
     }
     let mut sent = 0;
+    if *gso {
+        let segment = 4 + payloads.first().map_or(0, |p| p.len());
+        let per_send = (GSO_MAX_BYTES / segment.max(1)).clamp(1, GSO_MAX_SEGMENTS);
+        while sent < headers.len() {
+            let end = headers.len().min(sent + per_send);
+            match send_gso(
+                sock,
+                peer,
+                &headers[sent..end],
+                &payloads[sent..end],
+                segment,
+            ) {
+                Ok(_) => sent = end,
+                // The whole send counts as lost.
+                Err(e) if is_transient(&e) => sent = end,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EIO)) => {
+                    *gso = false;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
     while sent < headers.len() {
         match sendmmsg(sock, peer, &headers[sent..], &payloads[sent..]) {
             Ok(0) => return Ok(()),
@@ -392,6 +433,52 @@ fn send_datagrams(
     }
     Ok(())
 }
+
+/// Datagrams in one GSO send (the kernel's `UDP_MAX_SEGMENTS`).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Bytes in one GSO send, all datagrams together (under IPv4's 65,507).
+const GSO_MAX_BYTES: usize = 65_000;
+/// `UDP_SEGMENT` of `linux/udp.h` (the `libc` crate has it for other C libraries only).
+const UDP_SEGMENT: libc::c_int = 103;
+
+/// One `sendmsg` of `headers.len()` datagrams of `segment` bytes each (the last may be shorter),
+/// header and payload slices in turn, with a `UDP_SEGMENT` control message.
+fn send_gso(
+    sock: &UdpSocket,
+    peer: &socket2::SockAddr,
+    headers: &[[u8; 4]],
+    payloads: &[&[u8]],
+    segment: usize,
+) -> io::Result<usize> {
+    let n = headers.len().min(payloads.len()).min(GSO_MAX_SEGMENTS);
+    let mut parts = [io::IoSlice::new(&[]); 2 * GSO_MAX_SEGMENTS];
+    for k in 0..n {
+        parts[2 * k] = io::IoSlice::new(&headers[k]);
+        parts[2 * k + 1] = io::IoSlice::new(payloads[k]);
+    }
+    let control = segment_cmsg(segment as u16);
+    let msg = socket2::MsgHdr::new()
+        .with_addr(peer)
+        .with_buffers(&parts[..2 * n])
+        .with_control(&control);
+    socket2::SockRef::from(sock).sendmsg(&msg, 0)
+}
+
+/// The control message `UDP_SEGMENT = segment`, laid out as `CMSG_SPACE(2)` bytes: a `cmsghdr`
+/// (`cmsg_len` = `CMSG_LEN(2)`, level, type), the `u16`, padding to the next 8 bytes.
+fn segment_cmsg(segment: u16) -> [u8; CMSG_HDR + 8] {
+    let mut c = [0u8; CMSG_HDR + 8];
+    let len = CMSG_HDR + 2;
+    c[..8].copy_from_slice(&(len as u64).to_ne_bytes()[..8]);
+    c[8..12].copy_from_slice(&libc::SOL_UDP.to_ne_bytes());
+    c[12..16].copy_from_slice(&UDP_SEGMENT.to_ne_bytes());
+    c[16..18].copy_from_slice(&segment.to_ne_bytes());
+    c
+}
+
+/// `size_of::<cmsghdr>()` on 64-bit Linux: `cmsg_len` (a `size_t`), `cmsg_level`, `cmsg_type`.
+const CMSG_HDR: usize = 16;
+const _: () = assert!(std::mem::size_of::<libc::cmsghdr>() == CMSG_HDR);
 
 /// One `sendmmsg(2)` of up to `MMSG_BATCH` datagrams: how many the kernel took.
 fn sendmmsg(
@@ -459,6 +546,41 @@ fn is_transient(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A window sent with GSO and with `sendmmsg` arrives as the same datagrams, in order, the last one
+    /// shorter; more blocks than one GSO send or one `sendmmsg` carries.
+    #[test]
+    fn a_window_arrives_as_its_datagrams_either_way() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = socket2::SockRef::from(&rx).set_recv_buffer_size(4 << 20);
+        let peer = socket2::SockAddr::from(rx.local_addr().unwrap());
+        let tx = bind_ephemeral("127.0.0.1".parse().unwrap()).unwrap();
+        let blocks = 70usize;
+        let data: Vec<u8> = (0..blocks * 100 - 37).map(|i| (i % 251) as u8).collect();
+        let headers: Vec<[u8; 4]> = (1..=blocks as u16)
+            .map(|b| {
+                let mut h = [0u8; 4];
+                packet::put_data_header(&mut h, b);
+                h
+            })
+            .collect();
+        let payloads: Vec<&[u8]> = data.chunks(100).collect();
+        for gso in [true, false] {
+            let mut flag = gso;
+            // `sendmmsg` takes up to MMSG_BATCH at a time: send in such pieces, as a window would.
+            for (h, p) in headers.chunks(MMSG_BATCH).zip(payloads.chunks(MMSG_BATCH)) {
+                send_datagrams(&tx, &peer, h, p, &mut flag).unwrap();
+            }
+            assert_eq!(flag, gso, "loopback takes GSO");
+            let mut buf = [0u8; 2048];
+            for (k, p) in payloads.iter().enumerate() {
+                let n = rx.recv(&mut buf).unwrap();
+                assert_eq!(&buf[..4], &headers[k], "datagram {k} (gso {gso})");
+                assert_eq!(&buf[4..n], *p, "datagram {k} (gso {gso})");
+            }
+        }
+    }
 
     #[test]
     fn netascii_conversion() {
