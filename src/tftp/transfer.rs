@@ -381,9 +381,8 @@ const MMSG_BATCH: usize = 32;
 ///
 /// Several datagrams go out as UDP GSO sends while `gso` holds (`UDP_SEGMENT`: the kernel cuts one send
 /// into datagrams of one size, so the stack is walked once per send instead of once per datagram), and
-/// with `sendmmsg` once the kernel refused GSO for this transfer: a segment larger than the path's MTU
-/// (`EINVAL`, e.g. blksize 8192 on Ethernet, which plain datagrams pass as IP fragments) or a device
-/// without checksum offload (`EIO`).
+/// with `sendmmsg` once the kernel refused GSO for this transfer ([`gso_refused`]): e.g. blksize 8192 on
+/// Ethernet, a segment over the MTU that plain datagrams pass as IP fragments.
 fn send_datagrams(
     sock: &UdpSocket,
     peer: &socket2::SockAddr,
@@ -415,7 +414,7 @@ fn send_datagrams(
                 Ok(_) => sent = end,
                 // The whole send counts as lost.
                 Err(e) if is_transient(&e) => sent = end,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EIO)) => {
+                Err(e) if gso_refused(&e) => {
                     *gso = false;
                     break;
                 }
@@ -432,6 +431,16 @@ fn send_datagrams(
         }
     }
     Ok(())
+}
+
+/// Errors by which the kernel refuses a GSO send that plain datagrams may still pass: a segment over the
+/// path's MTU (`EINVAL`, or `EMSGSIZE` in some versions), no checksum offload or UDP checksums turned off
+/// (`EIO`, `EINVAL`), a kernel without `UDP_SEGMENT` (`ENOPROTOOPT`, `EOPNOTSUPP`).
+fn gso_refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::EIO | libc::EMSGSIZE | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+    )
 }
 
 /// Datagrams in one GSO send (the kernel's `UDP_MAX_SEGMENTS`).
@@ -546,6 +555,41 @@ fn is_transient(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// When the kernel refuses GSO (here: a socket without UDP checksums, which GSO needs), the window
+    /// still arrives whole, by `sendmmsg`, and the transfer stops trying GSO.
+    #[test]
+    fn a_refused_gso_send_falls_back_to_sendmmsg() {
+        use std::os::fd::AsRawFd as _;
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let peer = socket2::SockAddr::from(rx.local_addr().unwrap());
+        let tx = bind_ephemeral("127.0.0.1".parse().unwrap()).unwrap();
+        let one: libc::c_int = 1;
+        // SAFETY: `tx` is open for the call; the option value is a live `c_int` passed with its size.
+        #[allow(unsafe_code)]
+        let rc = unsafe {
+            libc::setsockopt(
+                tx.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_NO_CHECK,
+                std::ptr::from_ref(&one).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        let payloads: [&[u8]; 3] = [b"aaaa", b"bbbb", b"cc"];
+        let headers = [[0, 3, 0, 1], [0, 3, 0, 2], [0, 3, 0, 3]];
+        let mut gso = true;
+        send_datagrams(&tx, &peer, &headers, &payloads, &mut gso).unwrap();
+        assert!(!gso, "GSO is given up for this transfer");
+        let mut buf = [0u8; 64];
+        for (k, p) in payloads.iter().enumerate() {
+            let n = rx.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..4], &headers[k]);
+            assert_eq!(&buf[4..n], *p);
+        }
+    }
 
     /// A window sent with GSO and with `sendmmsg` arrives as the same datagrams, in order, the last one
     /// shorter; more blocks than one GSO send or one `sendmmsg` carries.
