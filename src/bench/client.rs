@@ -214,17 +214,17 @@ async fn send(sock: &Socket, buf: &[u8], to: SocketAddr) -> io::Result<()> {
     }
 }
 
-/// Receives one datagram once the socket is readable. With `last`, the caller knows the peer sends
+/// Receives one datagram once the socket is readable. With `lock_step`, the caller knows the peer sends
 /// nothing more until it answers (lock-step: one block or OACK in flight), so the readiness is cleared
 /// after the datagram instead of being used up by a `recvfrom` that only hears `EAGAIN`: readiness is
 /// edge-triggered, the answer's arrival raises a new edge. A datagram already queued behind this one (a
 /// retransmission) is read at that edge, or by the timer's drain ([`drain`]).
-async fn recv(sock: &Socket, buf: &mut [u8], last: bool) -> io::Result<(usize, SocketAddr)> {
+async fn recv(sock: &Socket, buf: &mut [u8], lock_step: bool) -> io::Result<(usize, SocketAddr)> {
     loop {
         let mut ready = sock.readable().await?;
         match ready.try_io(|s| s.get_ref().recv_from(buf)) {
             Ok(Ok(got)) => {
-                if last {
+                if lock_step {
                     ready.clear_ready();
                 }
                 return Ok(got);
@@ -295,16 +295,17 @@ pub async fn fetch(
             r = recv(&sock, &mut rbuf[..cap], lock_step) => Some(r),
             () = &mut timer => None,
         };
+        // `None`: the transfer timed out with nothing queued.
         let received = match received {
-            Some(r) => Ok(r),
+            Some(r) => Some(r),
             None if Instant::now() < deadline => {
                 timer.as_mut().reset(deadline);
                 continue;
             }
-            None => drain(&sock, &mut rbuf[..cap]).map(Ok).ok_or(()),
+            None => drain(&sock, &mut rbuf[..cap]).map(Ok),
         };
         let (n, from) = match received {
-            Err(()) => {
+            None => {
                 tries += 1;
                 if tries > cfg.retries {
                     return Err(if started {
@@ -331,9 +332,9 @@ pub async fn fetch(
                 continue;
             }
             // An ICMP error reported on the socket; keep waiting for the timer.
-            Ok(Err(e)) if is_transient(&e) => continue,
-            Ok(Err(e)) => return Err(io_failure(e)),
-            Ok(Ok(x)) => x,
+            Some(Err(e)) if is_transient(&e) => continue,
+            Some(Err(e)) => return Err(io_failure(e)),
+            Some(Ok(x)) => x,
         };
         match peer {
             None => peer = Some(from),

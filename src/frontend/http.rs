@@ -669,15 +669,14 @@ fn answer(
         respond_plain(out, 404, close, head.method == Method::Get);
         return None;
     };
-    out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: ");
-    out.extend_from_slice(s.content_type.as_bytes());
-    out.extend_from_slice(b"\r\nContent-Length: ");
-    push_decimal(out, s.bytes.len());
-    out.extend_from_slice(if close {
-        b"\r\nConnection: close\r\n\r\n"
-    } else {
-        b"\r\n\r\n"
-    });
+    use std::io::Write as _;
+    let _ = write!(
+        out,
+        "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}\r\n",
+        s.content_type,
+        s.bytes.len(),
+        if close { "Connection: close\r\n" } else { "" }
+    );
     if head.method == Method::Head {
         return None;
     }
@@ -686,21 +685,6 @@ fn answer(
         return None;
     }
     Some(s.bytes)
-}
-
-/// Appends `n` in decimal.
-fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// A short `text/plain` answer: 404, 400 or 431 (without its body when it answers a HEAD).

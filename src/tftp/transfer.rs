@@ -338,9 +338,8 @@ impl Transfer {
     }
 
     /// Sends blocks `from..` up to the window size or the last block, each with its header and payload as
-    /// two slices (no copy of the payload into a buffer): one `sendmsg` for a single block; a window as
-    /// one UDP GSO `sendmsg` per up to 64 blocks, or one `sendmmsg` per up to `MMSG_BATCH` blocks where
-    /// GSO is refused.
+    /// two slices (no copy of the payload into a buffer), `WINDOW_BATCH` blocks at a time: one `sendmsg`
+    /// for a single block; several as UDP GSO sends, or one `sendmmsg` where GSO is refused.
     fn send_window(&mut self, sock: &UdpSocket, from: u64) -> io::Result<()> {
         let to = (from + u64::from(self.windowsize) - 1).min(self.blocks);
         let bs = u64::from(self.blksize);
@@ -348,9 +347,9 @@ impl Transfer {
         let peer = socket2::SockAddr::from(self.peer);
         let mut next = from;
         while next <= to {
-            let last = to.min(next + MMSG_BATCH as u64 - 1);
-            let mut headers = [[0u8; 4]; MMSG_BATCH];
-            let mut payloads: [&[u8]; MMSG_BATCH] = [&[]; MMSG_BATCH];
+            let last = to.min(next + WINDOW_BATCH as u64 - 1);
+            let mut headers = [[0u8; 4]; WINDOW_BATCH];
+            let mut payloads: [&[u8]; WINDOW_BATCH] = [&[]; WINDOW_BATCH];
             for (k, b) in (next..=last).enumerate() {
                 packet::put_data_header(&mut headers[k], b as u16);
                 let off = ((b - 1) * bs).min(len) as usize;
@@ -372,8 +371,9 @@ impl Transfer {
     }
 }
 
-/// Blocks a window sends with one `sendmmsg`.
-const MMSG_BATCH: usize = 32;
+/// Blocks of a window handed to the kernel at once: one GSO send (the kernel's `UDP_MAX_SEGMENTS`), or
+/// one `sendmmsg`.
+const WINDOW_BATCH: usize = 64;
 
 /// Sends datagram `k` = `headers[k]` followed by `payloads[k]` to `peer`, in order. Every payload but the
 /// last has the length of the first (the blocks of a window). A datagram refused for a transient reason
@@ -401,7 +401,7 @@ fn send_datagrams(
     let mut sent = 0;
     if *gso {
         let segment = 4 + payloads.first().map_or(0, |p| p.len());
-        let per_send = (GSO_MAX_BYTES / segment.max(1)).clamp(1, GSO_MAX_SEGMENTS);
+        let per_send = (GSO_MAX_BYTES / segment.max(1)).clamp(1, WINDOW_BATCH);
         while sent < headers.len() {
             let end = headers.len().min(sent + per_send);
             match send_gso(
@@ -443,8 +443,6 @@ fn gso_refused(e: &io::Error) -> bool {
     )
 }
 
-/// Datagrams in one GSO send (the kernel's `UDP_MAX_SEGMENTS`).
-const GSO_MAX_SEGMENTS: usize = 64;
 /// Bytes in one GSO send, all datagrams together (under IPv4's 65,507).
 const GSO_MAX_BYTES: usize = 65_000;
 /// `UDP_SEGMENT` of `linux/udp.h` (the `libc` crate has it for other C libraries only).
@@ -459,8 +457,8 @@ fn send_gso(
     payloads: &[&[u8]],
     segment: usize,
 ) -> io::Result<usize> {
-    let n = headers.len().min(payloads.len()).min(GSO_MAX_SEGMENTS);
-    let mut parts = [io::IoSlice::new(&[]); 2 * GSO_MAX_SEGMENTS];
+    let n = headers.len().min(payloads.len()).min(WINDOW_BATCH);
+    let mut parts = [io::IoSlice::new(&[]); 2 * WINDOW_BATCH];
     for k in 0..n {
         parts[2 * k] = io::IoSlice::new(&headers[k]);
         parts[2 * k + 1] = io::IoSlice::new(payloads[k]);
@@ -489,7 +487,7 @@ fn segment_cmsg(segment: u16) -> [u8; CMSG_HDR + 8] {
 const CMSG_HDR: usize = 16;
 const _: () = assert!(std::mem::size_of::<libc::cmsghdr>() == CMSG_HDR);
 
-/// One `sendmmsg(2)` of up to `MMSG_BATCH` datagrams: how many the kernel took.
+/// One `sendmmsg(2)` of up to `WINDOW_BATCH` datagrams: how many the kernel took.
 fn sendmmsg(
     sock: &UdpSocket,
     peer: &socket2::SockAddr,
@@ -497,11 +495,11 @@ fn sendmmsg(
     payloads: &[&[u8]],
 ) -> io::Result<usize> {
     use std::os::fd::AsRawFd as _;
-    let n = headers.len().min(payloads.len()).min(MMSG_BATCH);
+    let n = headers.len().min(payloads.len()).min(WINDOW_BATCH);
     let mut iov = [libc::iovec {
         iov_base: std::ptr::null_mut(),
         iov_len: 0,
-    }; 2 * MMSG_BATCH];
+    }; 2 * WINDOW_BATCH];
     for k in 0..n {
         iov[2 * k] = libc::iovec {
             iov_base: headers[k].as_ptr().cast_mut().cast(),
@@ -515,7 +513,7 @@ fn sendmmsg(
     let iov_base = iov.as_mut_ptr();
     // SAFETY: an all-zero `mmsghdr` is a valid value (null pointers, zero lengths, no flags).
     #[allow(unsafe_code)]
-    let mut msgs: [libc::mmsghdr; MMSG_BATCH] = unsafe { std::mem::zeroed() };
+    let mut msgs: [libc::mmsghdr; WINDOW_BATCH] = unsafe { std::mem::zeroed() };
     for (k, m) in msgs.iter_mut().enumerate().take(n) {
         m.msg_hdr.msg_name = peer.as_ptr().cast_mut().cast();
         m.msg_hdr.msg_namelen = peer.len();
@@ -524,7 +522,7 @@ fn sendmmsg(
     }
     // SAFETY: the first `n` headers point at `peer` and at two of `iov`'s entries each, which point at
     // `headers` and `payloads`; all of them outlive the call, and the kernel only reads them (and writes
-    // `msg_len` into `msgs`, which is ours). `n <= MMSG_BATCH`, the length of `msgs`.
+    // `msg_len` into `msgs`, which is ours). `n <= WINDOW_BATCH`, the length of `msgs`.
     #[allow(unsafe_code)]
     let rc = unsafe { libc::sendmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), n as libc::c_uint, 0) };
     if rc < 0 {
@@ -612,8 +610,11 @@ mod tests {
         let payloads: Vec<&[u8]> = data.chunks(100).collect();
         for gso in [true, false] {
             let mut flag = gso;
-            // `sendmmsg` takes up to MMSG_BATCH at a time: send in such pieces, as a window would.
-            for (h, p) in headers.chunks(MMSG_BATCH).zip(payloads.chunks(MMSG_BATCH)) {
+            // Handed over `WINDOW_BATCH` at a time, as a window is.
+            for (h, p) in headers
+                .chunks(WINDOW_BATCH)
+                .zip(payloads.chunks(WINDOW_BATCH))
+            {
                 send_datagrams(&tx, &peer, h, p, &mut flag).unwrap();
             }
             assert_eq!(flag, gso, "loopback takes GSO");
