@@ -624,6 +624,100 @@ mod cache_tests {
         assert_eq!(c.sha256[..], Sha256::digest(&c.bytes)[..]);
     }
 
+    #[test]
+    fn unchanged_phones_keep_their_device_files_in_the_next_snapshot_changed_ones_are_rendered_anew(
+    ) {
+        use crate::domain::Model;
+        use crate::provisioning::test_support::{line, phone};
+        use crate::snapshot::StoredFile;
+        // acme: phones 1 and 2; bravo: phone 3. `bravo_vm` is bravo's voicemail number.
+        let build =
+            |sequence: i64, label_2: &str, bravo_vm: &str, globals: Vec<(String, StoredFile)>| {
+                let mut bravo = acme_settings();
+                bravo["voicemail_number"] = bravo_vm.into();
+                Snapshot::build(
+                    sequence,
+                    vec![tenant("acme", acme_settings()), tenant("bravo", bravo)],
+                    vec![(net("127.0.1.0/24"), 0), (net("127.0.2.0/24"), 1)],
+                    vec![
+                        phone(
+                            0,
+                            "0004F2000001",
+                            Model::M7960,
+                            "One",
+                            vec![line("1001", None, None)],
+                        ),
+                        phone(
+                            0,
+                            "0004F2000002",
+                            Model::M7960,
+                            label_2,
+                            vec![line("1002", None, None)],
+                        ),
+                        phone(
+                            1,
+                            "0004F2000003",
+                            Model::M7960,
+                            "Three",
+                            vec![line("2001", None, None)],
+                        ),
+                    ],
+                    globals,
+                )
+            };
+        let fetch = |snap: &Snapshot, net: &str, n: u8| {
+            provision(snap, ip(net), &format!("SIP0004F200000{n}.cnf")).unwrap()
+        };
+        let first = build(1, "Two", "*97", vec![]);
+        let one = fetch(&first, "127.0.1.5", 1);
+        let two = fetch(&first, "127.0.1.5", 2);
+        let three = fetch(&first, "127.0.2.5", 3);
+
+        // Phone 2 is relabelled and bravo's settings change.
+        let second = build(2, "Second", "*98", vec![]);
+        second.inherit_tenant_caches(&first);
+        assert_eq!(
+            fetch(&second, "127.0.1.5", 1).bytes.as_ptr(),
+            one.bytes.as_ptr(),
+            "phone 1 did not change: its file is kept, not rendered again"
+        );
+        let two_now = fetch(&second, "127.0.1.5", 2);
+        assert!(String::from_utf8_lossy(&two_now.bytes).contains("Second"));
+        let three_now = fetch(&second, "127.0.2.5", 3);
+        assert_ne!(
+            three_now.bytes.as_ptr(),
+            three.bytes.as_ptr(),
+            "bravo's settings changed: its phones are rendered anew"
+        );
+        assert!(String::from_utf8_lossy(&three_now.bytes).contains("*98"));
+        assert!(!String::from_utf8_lossy(&three.bytes).contains("*98"));
+        assert_ne!(two_now.bytes, two.bytes);
+
+        // A kept file is kept again by the snapshot after, and nothing is kept across a change of the
+        // global files.
+        let third = build(3, "Second", "*98", vec![]);
+        third.inherit_tenant_caches(&second);
+        assert_eq!(
+            fetch(&third, "127.0.1.5", 1).bytes.as_ptr(),
+            one.bytes.as_ptr()
+        );
+        assert_eq!(
+            fetch(&third, "127.0.2.5", 3).bytes.as_ptr(),
+            three_now.bytes.as_ptr()
+        );
+        let fourth = build(
+            4,
+            "Second",
+            "*98",
+            vec![("ringer1.pcm".to_string(), StoredFile::new(&b"ring"[..]))],
+        );
+        fourth.inherit_tenant_caches(&third);
+        assert_ne!(
+            fetch(&fourth, "127.0.1.5", 1).bytes.as_ptr(),
+            one.bytes.as_ptr()
+        );
+    }
+
     /// Cost of the tenant-wide `sync` stamp for one tenant with 100,000 7940/7960 phones (prints the time;
     /// run with `cargo test --release --lib -- --ignored sync_stamp_cost --nocapture`).
     #[test]
