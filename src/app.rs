@@ -377,7 +377,7 @@ async fn start_frontend(
         HttpFilesSettings {
             listen: config.http_listen,
             trusted_proxies: trusted,
-            workers: 0,
+            workers: config.http_workers,
         },
         frontend.clone(),
     )

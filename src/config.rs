@@ -89,8 +89,11 @@ pub struct Config {
     pub tftp_cooldown_secs: u64,
     /// Receive buffer of the TFTP listening socket, bytes.
     pub tftp_recv_buffer_bytes: usize,
-    /// TFTP worker threads, each with its own listening socket (0 = one per core).
+    /// TFTP worker threads, each with its own listening socket (0 = one per core but one, at least one;
+    /// see `tftp::default_workers`).
     pub tftp_workers: usize,
+    /// HTTP :6970 worker threads, each with its own listening socket (0 = one per core).
+    pub http_workers: usize,
     /// Proxies (CIDR) whose `X-Forwarded-For` the :6970 listener believes.
     pub http_trusted_proxies: Vec<String>,
     /// Full snapshot reload period even without notifications, seconds.
@@ -134,6 +137,7 @@ impl Default for Config {
             tftp_cooldown_secs: 60,
             tftp_recv_buffer_bytes: 8 << 20,
             tftp_workers: 0,
+            http_workers: 0,
             http_trusted_proxies: Vec::new(),
             snapshot_reload_secs: 60,
             fetch_queue_capacity: 100_000,
@@ -224,6 +228,9 @@ impl Config {
         }
         if let Some(v) = get("DIALTONE_TFTP_WORKERS") {
             self.tftp_workers = parse("DIALTONE_TFTP_WORKERS", v)?;
+        }
+        if let Some(v) = get("DIALTONE_HTTP_WORKERS") {
+            self.http_workers = parse("DIALTONE_HTTP_WORKERS", v)?;
         }
         if let Some(v) = get("DIALTONE_HTTP_TRUSTED_PROXIES") {
             self.http_trusted_proxies = v

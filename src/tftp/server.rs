@@ -169,7 +169,9 @@ impl TftpServer {
     /// dual-stack when the address is `[::]`). Port 0 picks a free port, which every worker then shares.
     pub async fn build(config: TftpConfig, source: Arc<dyn FileSource>) -> io::Result<TftpServer> {
         let workers = match config.workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => {
+                super::default_workers(std::thread::available_parallelism().map_or(1, |n| n.get()))
+            }
             n => n,
         };
         let first = listening_socket(config.listen, &config)?;
