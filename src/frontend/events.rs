@@ -4,9 +4,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -98,6 +98,11 @@ const BATCH_EARLY: usize = 1_024;
 /// Most events stored in one batch (one `COPY`, one transaction).
 const BATCH_MAX: usize = 5_000;
 
+/// How long the writer holds a phone's events before storing them (see [`Hold`]).
+const HOLD: Duration = Duration::from_secs(1);
+/// Held events beyond which (or beyond the queue's capacity) the writer stores all it holds at once.
+const HOLD_MAX: usize = 50_000;
+
 /// The bounded queue between the request path and the writer.
 pub struct EventQueue {
     queue: Mutex<VecDeque<RawEvent>>,
@@ -108,6 +113,8 @@ pub struct EventQueue {
     /// Events of batches given up while their COMMIT's outcome was unknown: written or dropped, decided
     /// once the database answers again.
     unconfirmed: AtomicU64,
+    /// Events the writer holds before storing them (see [`Hold`]).
+    held: AtomicUsize,
     /// Requests per (tenant slug or "none", protocol, outcome), counted by the writer.
     pub counts: Mutex<HashMap<(String, Protocol, FetchOutcome), u64>>,
 }
@@ -122,6 +129,7 @@ impl EventQueue {
             dropped: AtomicU64::new(0),
             written: AtomicU64::new(0),
             unconfirmed: AtomicU64::new(0),
+            held: AtomicUsize::new(0),
             counts: Mutex::new(HashMap::new()),
         }
     }
@@ -156,6 +164,11 @@ impl EventQueue {
         self.unconfirmed.load(Ordering::Relaxed)
     }
 
+    /// Events taken from the queue that the writer holds before storing them.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
     /// Events waiting.
     pub fn len(&self) -> usize {
         self.queue.lock().map(|q| q.len()).unwrap_or(0)
@@ -188,6 +201,7 @@ pub async fn run_writer(
     // Batches given up after a failed attempt (their COMMIT may have gone through): (id, events).
     let mut unconfirmed: Vec<(uuid::Uuid, u64)> = Vec::new();
     let mut drops = DropWarning::default();
+    let mut hold = Hold::default();
     loop {
         let total = queue.dropped();
         if let Some(n) = drops.due(std::time::Instant::now(), total) {
@@ -202,22 +216,36 @@ pub async fn run_writer(
             _ = tokio::time::sleep(interval) => false,
             _ = queue.notify.notified() => false,
         };
+        let now = Instant::now();
+        let mut sightings = Vec::new();
         loop {
             let raw = queue.take(BATCH_MAX);
             if raw.is_empty() {
                 break;
             }
-            let (mut fetches, sightings) = resolve(&queue, &snapshot, raw);
+            let (mut fetches, seen) = resolve(&queue, &snapshot, raw);
             stored.mark_known(&mut fetches);
+            hold.add(now, fetches);
+            sightings.extend(seen);
+        }
+        let due = if stop || hold.len() > HOLD_MAX.min(queue.capacity) {
+            hold.take_due(now, Duration::ZERO)
+        } else {
+            hold.take_due(now, HOLD)
+        };
+        queue.held.store(hold.len(), Ordering::Relaxed);
+        let mut due = due.into_iter().peekable();
+        while due.peek().is_some() || !sightings.is_empty() {
             pending.push(Batch {
                 id: uuid::Uuid::new_v4(),
-                fetches,
-                sightings,
+                fetches: due.by_ref().take(BATCH_MAX).collect(),
+                sightings: std::mem::take(&mut sightings),
                 tried: false,
             });
         }
-        // Keep at most ~queue-capacity events waiting for the database; older batches go first.
-        let mut held: usize = pending.iter().map(|b| b.fetches.len()).sum();
+        // Keep at most ~queue-capacity events waiting for the database, those held included; older
+        // batches go first.
+        let mut held: usize = pending.iter().map(|b| b.fetches.len()).sum::<usize>() + hold.len();
         while held > queue.capacity && !pending.is_empty() {
             let b = pending.remove(0);
             held -= b.fetches.len();
@@ -262,6 +290,64 @@ pub async fn run_writer(
         if stop {
             return;
         }
+    }
+}
+
+/// Key of the events held together: tenant and phone (`None`: the tenant's events that name no phone).
+type HoldKey = (uuid::Uuid, Option<String>);
+
+/// Events the writer holds for [`HOLD`] after the first of their tenant and phone, then stores together.
+///
+/// A page (sql/V14) holds a phone's events of one batch and costs PostgreSQL about as much for one event
+/// as for many (~7 µs). A phone asks for its files within a second or two of booting, but a batch is only a
+/// quarter of a second (or 1,024 events) of requests, so without holding most of a boot storm's pages held
+/// one event. Held, a phone's boot is one page. Keys come due in the order they were first held, so each
+/// batch stays the size it was: what is stored per second does not change, only how many pages it takes.
+/// The price: the API shows a fetch up to [`HOLD`] later.
+#[derive(Default)]
+struct Hold {
+    by_key: HashMap<HoldKey, Vec<NewFetch>, foldhash::fast::RandomState>,
+    /// Keys in the order their first held event came, with when it came.
+    order: VecDeque<(Instant, HoldKey)>,
+    len: usize,
+}
+
+impl Hold {
+    /// Holds `fetches`, taken from the queue at `now`.
+    fn add(&mut self, now: Instant, fetches: Vec<NewFetch>) {
+        self.len += fetches.len();
+        for e in fetches {
+            match self.by_key.entry((e.tenant, e.phone.clone())) {
+                std::collections::hash_map::Entry::Occupied(mut held) => held.get_mut().push(e),
+                std::collections::hash_map::Entry::Vacant(place) => {
+                    self.order.push_back((now, place.key().clone()));
+                    place.insert(vec![e]);
+                }
+            }
+        }
+    }
+
+    /// The events of every key first held `hold` or longer before `now` (every key when `hold` is zero),
+    /// key by key in the order they were first held, each key's events in the order they came.
+    fn take_due(&mut self, now: Instant, hold: Duration) -> Vec<NewFetch> {
+        let mut due = Vec::new();
+        while let Some((since, _)) = self.order.front() {
+            if now.saturating_duration_since(*since) < hold {
+                break;
+            }
+            let Some((_, key)) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(events) = self.by_key.remove(&key) {
+                due.extend(events);
+            }
+        }
+        self.len -= due.len();
+        due
+    }
+
+    fn len(&self) -> usize {
+        self.len
     }
 }
 
@@ -497,6 +583,60 @@ mod tests {
             duration: Duration::ZERO,
             data: None,
         }
+    }
+
+    fn fetch(phone: Option<&str>, port: u16) -> NewFetch {
+        NewFetch {
+            at: OffsetDateTime::UNIX_EPOCH,
+            tenant: uuid::Uuid::nil(),
+            protocol: "tftp",
+            source: "127.0.1.5".parse().unwrap(),
+            source_port: port,
+            file_name: "f".into(),
+            phone: phone.map(str::to_owned),
+            outcome: "served",
+            bytes: 1,
+            duration_us: 1,
+            sha256: None,
+            served_known: false,
+        }
+    }
+
+    #[test]
+    fn held_events_come_due_by_the_time_their_phones_first_event_was_held() {
+        let ports =
+            |events: Vec<NewFetch>| events.iter().map(|e| e.source_port).collect::<Vec<_>>();
+        let t0 = Instant::now();
+        let mut hold = Hold::default();
+        hold.add(
+            t0,
+            vec![
+                fetch(Some("A"), 1),
+                fetch(Some("B"), 2),
+                fetch(Some("A"), 3),
+                fetch(None, 4),
+            ],
+        );
+        hold.add(
+            t0 + Duration::from_millis(500),
+            vec![fetch(Some("B"), 5), fetch(Some("C"), 6)],
+        );
+        assert_eq!(hold.len(), 6);
+        assert!(hold
+            .take_due(t0 + Duration::from_millis(999), HOLD)
+            .is_empty());
+        // A, B and the tenant's shared events were first held at t0: all of theirs come due, B's later one
+        // too; C waits for its own second.
+        assert_eq!(ports(hold.take_due(t0 + HOLD, HOLD)), [1, 3, 2, 5, 4]);
+        assert_eq!(hold.len(), 1);
+        hold.add(t0 + HOLD, vec![fetch(Some("A"), 7)]);
+        assert_eq!(
+            ports(hold.take_due(t0 + Duration::from_millis(1500), HOLD)),
+            [6]
+        );
+        // At shutdown everything goes.
+        assert_eq!(ports(hold.take_due(t0 + HOLD, Duration::ZERO)), [7]);
+        assert_eq!(hold.len(), 0);
     }
 
     #[test]

@@ -283,7 +283,11 @@ impl Frontend {
             self.events.unconfirmed()
         );
         let _ = writeln!(out, "# TYPE dialtone_fetch_events_queued gauge");
-        let _ = writeln!(out, "dialtone_fetch_events_queued {}", self.events.len());
+        let _ = writeln!(
+            out,
+            "dialtone_fetch_events_queued {}",
+            self.events.len() + self.events.held()
+        );
         if let Some(t) = tftp {
             let s = t.snapshot();
             let _ = writeln!(out, "# TYPE dialtone_tftp_transfers_in_flight gauge");

@@ -86,6 +86,61 @@ async fn wait_fetch(app: &TestApp, mac: &str, file: &str, outcome: &str, after_i
     .await
 }
 
+/// The writer holds a phone's events for a second after the first (`frontend::events::Hold`), so that the
+/// requests of one boot are stored as one page (a row of `fetch_event_pages`), not one page per batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_phones_requests_within_a_second_are_stored_as_one_page() {
+    let app = TestApp::spawn_full().await;
+    tenant_with_network(&app, "alpha", "127.0.1.0/24").await;
+    put_phone(&app, "alpha", MAC1, "7960", "1001").await;
+    let file = format!("SIP{MAC1}.cnf");
+    wait_snapshot(&app, "127.0.1.5", &file, |_| true).await;
+    // Two fetches further apart than the writer's batches (a quarter of a second).
+    clients::tftp_get(tftp(&app), "127.0.1.5", &file, &[])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    clients::tftp_get(tftp(&app), "127.0.1.5", &file, &[])
+        .await
+        .unwrap();
+    let token = app.viewer("alpha");
+    eventually(
+        Duration::from_secs(5),
+        "both fetches in the history",
+        || {
+            let token = token.clone();
+            let app = &app;
+            async move {
+                let body = get_json(
+                    app,
+                    &format!("/v1/tenants/alpha/phones/{MAC1}/fetches"),
+                    &token,
+                )
+                .await;
+                (body["items"].as_array().unwrap().len() == 2).then_some(())
+            }
+        },
+    )
+    .await;
+    let c = dialtone::db::pool(&app.db_url, 1)
+        .unwrap()
+        .get()
+        .await
+        .unwrap();
+    let row = c
+        .query_one(
+            "SELECT count(*), sum(n)::bigint FROM fetch_event_pages WHERE phone_mac = $1",
+            &[&MAC1],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, i64>(0), row.get::<_, i64>(1)),
+        (1, 2),
+        "pages and events of the phone"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fetch_history_and_configuration_drift() {
     let app = TestApp::spawn_full().await;
