@@ -519,7 +519,15 @@ impl Connection {
                 self.body_sent = 0;
                 return Ok(true);
             }
-            let written = if body.is_empty() {
+            let written = if self.close {
+                // The connection's last answer: its tail is held back (`MSG_MORE`) for the close that
+                // follows, so the FIN leaves in the same segment as the answer's end (as nginx's corked
+                // writes do), and the server, not the phone, keeps the connection's TIME_WAIT.
+                socket2::SockRef::from(&self.stream).send_vectored_with_flags(
+                    &[IoSlice::new(head), IoSlice::new(body)],
+                    libc::MSG_MORE,
+                )
+            } else if body.is_empty() {
                 self.stream.write(head)
             } else {
                 self.stream
