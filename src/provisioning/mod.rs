@@ -675,7 +675,7 @@ mod cache_tests {
 
         // Phone 2 is relabelled and bravo's settings change.
         let second = build(2, "Second", "*98", vec![]);
-        second.inherit_tenant_caches(&first);
+        assert_eq!(second.inherit_device_files(&first), 1, "phone 1's file");
         assert_eq!(
             fetch(&second, "127.0.1.5", 1).bytes.as_ptr(),
             one.bytes.as_ptr(),
@@ -696,7 +696,7 @@ mod cache_tests {
         // A kept file is kept again by the snapshot after, and nothing is kept across a change of the
         // global files.
         let third = build(3, "Second", "*98", vec![]);
-        third.inherit_tenant_caches(&second);
+        third.inherit_device_files(&second);
         assert_eq!(
             fetch(&third, "127.0.1.5", 1).bytes.as_ptr(),
             one.bytes.as_ptr()
@@ -711,7 +711,7 @@ mod cache_tests {
             "*98",
             vec![("ringer1.pcm".to_string(), StoredFile::new(&b"ring"[..]))],
         );
-        fourth.inherit_tenant_caches(&third);
+        assert_eq!(fourth.inherit_device_files(&third), 0);
         assert_ne!(
             fetch(&fourth, "127.0.1.5", 1).bytes.as_ptr(),
             one.bytes.as_ptr()

@@ -45,8 +45,8 @@ const DEVICE_CACHE_SHARDS: usize = 16;
 type DeviceShard = HashMap<(MacAddress, u8), StoredFile, foldhash::fast::RandomState>;
 
 /// Per-device files rendered for one snapshot, keyed by MAC and slot, sharded to keep the TFTP/HTTP
-/// workers off each other's lock. A new snapshot starts with the files of the phones that did not change
-/// (see [`Snapshot::inherit_tenant_caches`]).
+/// workers off each other's lock. A snapshot from a delta starts empty; one from a full load starts with
+/// the files of the phones that did not change (see [`Snapshot::inherit_device_files`]).
 #[derive(Default)]
 struct DeviceCache {
     shards: [Mutex<DeviceShard>; DEVICE_CACHE_SHARDS],
@@ -936,19 +936,13 @@ impl Snapshot {
         self.rendered.get(tenant)?.get(slot)
     }
 
-    /// Copies what was already computed for `prev` to what did not change, so that only changes are
-    /// computed anew and a change in one tenant (or the periodic full reload, which changes nothing) costs
-    /// nothing for the rest:
-    /// - the tenant-wide values (the 7940/7960 `sync` stamp, the rendered tenant-wide files) of every
-    ///   tenant whose inputs did not change: same settings, flags, files, template overrides and phones;
-    /// - the rendered per-device files of every unchanged phone of a tenant whose own inputs (all of the
-    ///   above but its other phones) did not change.
-    ///
-    /// Nothing is inherited when the global files changed. Returns how many tenants inherited their
-    /// tenant-wide values.
-    pub fn inherit_tenant_caches(&self, prev: &Snapshot) -> usize {
+    /// Per tenant here, its index in `prev` when its own inputs are the same there: settings, flags, files
+    /// and template overrides (not its phones), and the same global files. All `None` when the global
+    /// files changed.
+    fn same_tenant_inputs(&self, prev: &Snapshot) -> Vec<Option<usize>> {
+        let mut same = vec![None; self.tenants.len()];
         if !same_files(&self.global_files, &prev.global_files) {
-            return 0;
+            return same;
         }
         let prev_index: HashMap<uuid::Uuid, usize> = prev
             .tenants
@@ -956,22 +950,30 @@ impl Snapshot {
             .enumerate()
             .map(|(i, t)| (t.id, i))
             .collect();
-        // Per tenant here, its index in `prev` when its own inputs are the same there.
-        let mut same_inputs: Vec<Option<usize>> = vec![None; self.tenants.len()];
-        let mut inherited = 0;
         for (i, t) in self.tenants.iter().enumerate() {
             let Some(&pi) = prev_index.get(&t.id) else {
                 continue;
             };
             let p = &prev.tenants[pi];
-            if !(p.enabled == t.enabled
+            if p.enabled == t.enabled
                 && p.settings == t.settings
                 && same_files(&p.files, &t.files)
-                && t.templates.same_as(&p.templates))
+                && t.templates.same_as(&p.templates)
             {
-                continue;
+                same[i] = Some(pi);
             }
-            same_inputs[i] = Some(pi);
+        }
+        same
+    }
+
+    /// Copies the tenant-wide values already computed for `prev` (the 7940/7960 `sync` stamp and the
+    /// rendered tenant-wide files) to every tenant whose inputs did not change: same settings, flags,
+    /// files, template overrides and phones, and the same global files. Only changed tenants are computed
+    /// anew, so a change in one tenant costs nothing for the others. Returns how many tenants inherited.
+    pub fn inherit_tenant_caches(&self, prev: &Snapshot) -> usize {
+        let mut inherited = 0;
+        for (i, pi) in self.same_tenant_inputs(prev).into_iter().enumerate() {
+            let Some(pi) = pi else { continue };
             if !self.same_phones(i, prev, pi) {
                 continue;
             }
@@ -985,15 +987,19 @@ impl Snapshot {
             }
             inherited += 1;
         }
-        self.inherit_device_files(prev, &same_inputs);
         inherited
     }
 
-    /// Copies `prev`'s rendered per-device files of each phone that is the same here, in a tenant whose
-    /// own inputs are the same (`same_inputs`: per tenant here, its index in `prev` if so). A device file
-    /// depends on nothing else (see `provisioning::serve_device`).
-    fn inherit_device_files(&self, prev: &Snapshot, same_inputs: &[Option<usize>]) {
-        let mut bytes = 0;
+    /// Copies `prev`'s rendered per-device files of every phone that is the same here, in a tenant whose
+    /// own inputs are the same (see [`Snapshot::same_tenant_inputs`]; a device file depends on nothing
+    /// else, see `provisioning::serve_device`), so that a full reload that changed nothing (the periodic
+    /// safety net) does not send every phone's next request to the renderer. The refresher calls it after
+    /// full loads only: it costs in proportion to the files kept, and paid for every API change (a delta)
+    /// it cost more than rendering them again (an API create went from ~190,000 to 265,000 instructions
+    /// with 2,000 files kept; `bench/run --only cost`). Returns how many files were kept.
+    pub fn inherit_device_files(&self, prev: &Snapshot) -> usize {
+        let same_inputs = self.same_tenant_inputs(prev);
+        let (mut kept, mut bytes) = (0, 0);
         // A MAC's shard is the same in both caches, and this snapshot is not serving yet.
         for (old, new) in prev.devices.shards.iter().zip(&self.devices.shards) {
             let old = old.lock().unwrap_or_else(|e| e.into_inner());
@@ -1006,11 +1012,13 @@ impl Snapshot {
                 let same = same_inputs.get(now.tenant).copied().flatten() == Some(before.tenant)
                     && (Arc::ptr_eq(now, before) || same_phone(now, before));
                 if same && new.insert((mac, slot), file.clone()).is_none() {
+                    kept += 1;
                     bytes += file.bytes.len();
                 }
             }
         }
         self.devices.bytes.fetch_add(bytes, Ordering::Relaxed);
+        kept
     }
 
     /// Whether tenant `i` has the same phones here as tenant `pi` in `prev`. A generation kept by a delta

@@ -283,9 +283,13 @@ async fn reload(
     } else {
         tracing::info!(sequence, phones, ms, "snapshot loaded");
     }
+    let full_load = !loaded.delta;
     let mut snapshot = loaded.snapshot;
     // Unchanged tenants keep what was computed for them; only what changed is computed again.
     snapshot.inherit_tenant_caches(&current);
+    if full_load {
+        snapshot.inherit_device_files(&current);
+    }
     if let Some(prepare) = settings_prepare {
         // CPU-bound (it renders every 7940/7960 phone of a tenant after a change): a blocking thread.
         snapshot = tokio::task::spawn_blocking(move || {
