@@ -541,10 +541,11 @@ pub async fn discovered(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn event(tenant: u128, phone: Option<&str>, port: u16) -> NewFetch {
+    /// A served event of `phone` (or of none) in tenant `tenant`, told apart by its source `port`.
+    pub(crate) fn event(tenant: u128, phone: Option<&str>, port: u16) -> NewFetch {
         NewFetch {
             at: OffsetDateTime::UNIX_EPOCH,
             tenant: Uuid::from_u128(tenant),

@@ -586,20 +586,7 @@ mod tests {
     }
 
     fn fetch(phone: Option<&str>, port: u16) -> NewFetch {
-        NewFetch {
-            at: OffsetDateTime::UNIX_EPOCH,
-            tenant: uuid::Uuid::nil(),
-            protocol: "tftp",
-            source: "127.0.1.5".parse().unwrap(),
-            source_port: port,
-            file_name: "f".into(),
-            phone: phone.map(str::to_owned),
-            outcome: "served",
-            bytes: 1,
-            duration_us: 1,
-            sha256: None,
-            served_known: false,
-        }
+        db::fetches::tests::event(0, phone, port)
     }
 
     #[test]
