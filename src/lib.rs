@@ -25,4 +25,5 @@ pub mod ops;
 pub mod provisioning;
 pub mod resync;
 pub mod snapshot;
+pub mod sockopt;
 pub mod tftp;

@@ -228,11 +228,9 @@ pub async fn run_writer(
             hold.add(now, fetches);
             sightings.extend(seen);
         }
-        let due = if stop || hold.len() > HOLD_MAX.min(queue.capacity) {
-            hold.take_due(now, Duration::ZERO)
-        } else {
-            hold.take_due(now, HOLD)
-        };
+        // At shutdown, or when too many wait, everything held goes now.
+        let flush_all = stop || hold.len() > HOLD_MAX.min(queue.capacity);
+        let due = hold.take_due(now, if flush_all { Duration::ZERO } else { HOLD });
         queue.held.store(hold.len(), Ordering::Relaxed);
         let mut due = due.into_iter().peekable();
         while due.peek().is_some() || !sightings.is_empty() {

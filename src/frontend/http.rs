@@ -78,22 +78,14 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// right after `accept`, answered, and, with `Connection: close`, closed without ever being registered
 /// with the poll. Best effort: without it a connection waits for its first readable event.
 fn defer_accept(sock: &Socket) {
-    use std::os::fd::AsRawFd as _;
-    let secs: libc::c_int = DEFER_ACCEPT_SECS;
-    // SAFETY: `sock` is an open socket for the whole call, and the option value is a live `c_int`
-    // whose size is passed with it.
-    #[allow(unsafe_code)]
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_DEFER_ACCEPT,
-            std::ptr::from_ref(&secs).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        tracing::debug!(error = %io::Error::last_os_error(), "http: TCP_DEFER_ACCEPT not set");
+    let set = crate::sockopt::set_int(
+        sock,
+        libc::IPPROTO_TCP,
+        libc::TCP_DEFER_ACCEPT,
+        DEFER_ACCEPT_SECS,
+    );
+    if let Err(e) = set {
+        tracing::debug!(error = %e, "http: TCP_DEFER_ACCEPT not set");
     }
 }
 

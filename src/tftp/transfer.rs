@@ -558,24 +558,11 @@ mod tests {
     /// still arrives whole, by `sendmmsg`, and the transfer stops trying GSO.
     #[test]
     fn a_refused_gso_send_falls_back_to_sendmmsg() {
-        use std::os::fd::AsRawFd as _;
         let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let peer = socket2::SockAddr::from(rx.local_addr().unwrap());
         let tx = bind_ephemeral("127.0.0.1".parse().unwrap()).unwrap();
-        let one: libc::c_int = 1;
-        // SAFETY: `tx` is open for the call; the option value is a live `c_int` passed with its size.
-        #[allow(unsafe_code)]
-        let rc = unsafe {
-            libc::setsockopt(
-                tx.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_NO_CHECK,
-                std::ptr::from_ref(&one).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0);
+        crate::sockopt::set_int(&tx, libc::SOL_SOCKET, libc::SO_NO_CHECK, 1).unwrap();
         let payloads: [&[u8]; 3] = [b"aaaa", b"bbbb", b"cc"];
         let headers = [[0, 3, 0, 1], [0, 3, 0, 2], [0, 3, 0, 3]];
         let mut gso = true;
