@@ -246,6 +246,23 @@ async fn a_quick_restart_keeps_its_own_private_postgresql() {
         .await
         .unwrap()
         .status();
+    // Transparent huge pages are off for the server and for the PostgreSQL it started (src/main.rs).
+    let postmaster = std::fs::read_to_string(data.join("postgres/data/postmaster.pid")).unwrap();
+    let thp = |pid: &str| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("THP_enabled:").map(|v| v.trim().to_owned()))
+    };
+    for pid in [
+        second.id().to_string(),
+        postmaster.lines().next().unwrap().trim().to_owned(),
+    ] {
+        // Kernels before 5.0 do not say; every kernel that says must say 0.
+        if let Some(v) = thp(&pid) {
+            assert_eq!(v, "0", "THP_enabled of process {pid}");
+        }
+    }
     let _ = Command::new("kill")
         .args(["-TERM", &second.id().to_string()])
         .status();
