@@ -378,6 +378,7 @@ async fn start_frontend(
             listen: config.http_listen,
             trusted_proxies: trusted,
             workers: config.http_workers,
+            steer_by_cpu: config.http_steer_by_cpu,
         },
         frontend.clone(),
     )

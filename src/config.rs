@@ -94,6 +94,9 @@ pub struct Config {
     pub tftp_workers: usize,
     /// HTTP :6970 worker threads, each with its own listening socket (0 = one per core).
     pub http_workers: usize,
+    /// Give each :6970 connection to the worker numbered after the core it arrived on, instead of a hash's
+    /// pick (see `frontend::http`).
+    pub http_steer_by_cpu: bool,
     /// Proxies (CIDR) whose `X-Forwarded-For` the :6970 listener believes.
     pub http_trusted_proxies: Vec<String>,
     /// Full snapshot reload period even without notifications, seconds.
@@ -138,6 +141,7 @@ impl Default for Config {
             tftp_recv_buffer_bytes: 8 << 20,
             tftp_workers: 0,
             http_workers: 0,
+            http_steer_by_cpu: true,
             http_trusted_proxies: Vec::new(),
             snapshot_reload_secs: 60,
             fetch_queue_capacity: 100_000,
@@ -231,6 +235,9 @@ impl Config {
         }
         if let Some(v) = get("DIALTONE_HTTP_WORKERS") {
             self.http_workers = parse("DIALTONE_HTTP_WORKERS", v)?;
+        }
+        if let Some(v) = get("DIALTONE_HTTP_STEER_BY_CPU") {
+            self.http_steer_by_cpu = parse("DIALTONE_HTTP_STEER_BY_CPU", v)?;
         }
         if let Some(v) = get("DIALTONE_HTTP_TRUSTED_PROXIES") {
             self.http_trusted_proxies = v
@@ -356,6 +363,24 @@ mod tests {
         c.apply_env(|k| (k == "DIALTONE_PROVISIONING_ADDRESSES").then(String::new))
             .unwrap();
         assert_eq!(c.provisioning_addresses.len(), 2);
+    }
+
+    #[test]
+    fn http_steering_is_on_unless_the_file_or_the_environment_turns_it_off() {
+        assert!(Config::default().http_steer_by_cpu);
+        let mut c: Config = toml::from_str("http_steer_by_cpu = false").unwrap();
+        assert!(!c.http_steer_by_cpu);
+        c.apply_env(|k| (k == "DIALTONE_HTTP_STEER_BY_CPU").then(|| "true".to_string()))
+            .unwrap();
+        assert!(c.http_steer_by_cpu);
+        let err = c
+            .apply_env(|k| (k == "DIALTONE_HTTP_STEER_BY_CPU").then(|| "sometimes".to_string()))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("DIALTONE_HTTP_STEER_BY_CPU"),
+            "{err}"
+        );
+        assert!(c.http_steer_by_cpu, "a refused value changes nothing");
     }
 
     #[test]
