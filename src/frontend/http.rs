@@ -775,19 +775,35 @@ pub fn percent_decode(s: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    /// Runs `f` with the calling thread allowed on core `cpu` only, then restores its cores.
+    /// The cores the calling thread may run on (a container may allow fewer than the machine has).
     #[allow(unsafe_code)]
-    fn on_core<T>(cpu: usize, f: impl FnOnce() -> T) -> T {
-        // SAFETY: `cpu_set_t` is plain bits; both calls get a live set and its size, and 0 names the
+    fn allowed_cores() -> Vec<usize> {
+        // SAFETY: `cpu_set_t` is plain bits; the call gets a live set and its size, and 0 names the
         // calling thread.
         unsafe {
-            let mut before: libc::cpu_set_t = std::mem::zeroed();
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
             let size = std::mem::size_of::<libc::cpu_set_t>();
-            assert_eq!(libc::sched_getaffinity(0, size, &mut before), 0);
+            assert_eq!(libc::sched_getaffinity(0, size, &mut set), 0);
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|&c| libc::CPU_ISSET(c, &set))
+                .collect()
+        }
+    }
+
+    /// Runs `f` with the calling thread allowed on core `cpu` only, then on `all` again.
+    #[allow(unsafe_code)]
+    fn on_core<T>(cpu: usize, all: &[usize], f: impl FnOnce() -> T) -> T {
+        // SAFETY: as in `allowed_cores`.
+        unsafe {
+            let size = std::mem::size_of::<libc::cpu_set_t>();
             let mut only: libc::cpu_set_t = std::mem::zeroed();
             libc::CPU_SET(cpu, &mut only);
             assert_eq!(libc::sched_setaffinity(0, size, &only), 0);
             let out = f();
+            let mut before: libc::cpu_set_t = std::mem::zeroed();
+            for &c in all {
+                libc::CPU_SET(c, &mut before);
+            }
             assert_eq!(libc::sched_setaffinity(0, size, &before), 0);
             out
         }
@@ -795,17 +811,17 @@ mod tests {
 
     #[test]
     fn connections_go_to_the_listener_numbered_after_the_core_they_arrive_on() {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = allowed_cores();
         let first = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = first.local_addr().unwrap();
         let listeners = [first, bind(addr).unwrap()];
         steer_by_cpu(&listeners[0], listeners.len());
         // Which listener accepts each of 10 connections made from each core (on loopback the kernel
         // takes a connection in on the connecting thread's core). A hash would split them ~evenly.
-        for cpu in 0..cores.min(4) {
+        for &cpu in cores.iter().take(4) {
             let mut got = [0usize; 2];
             for _ in 0..10 {
-                let mut client = on_core(cpu, || {
+                let mut client = on_core(cpu, &cores, || {
                     let mut c = std::net::TcpStream::connect(addr).unwrap();
                     c.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
                     c
