@@ -204,7 +204,7 @@ pub async fn run_writer(
     let mut hold = Hold::default();
     loop {
         let total = queue.dropped();
-        if let Some(n) = drops.due(std::time::Instant::now(), total) {
+        if let Some(n) = drops.due(Instant::now(), total) {
             tracing::warn!(
                 dropped = n,
                 total,
@@ -329,16 +329,12 @@ impl Hold {
     /// key by key in the order they were first held, each key's events in the order they came.
     fn take_due(&mut self, now: Instant, hold: Duration) -> Vec<NewFetch> {
         let mut due = Vec::new();
-        while let Some((since, _)) = self.order.front() {
-            if now.saturating_duration_since(*since) < hold {
+        while let Some((since, key)) = self.order.pop_front() {
+            if now.saturating_duration_since(since) < hold {
+                self.order.push_front((since, key));
                 break;
             }
-            let Some((_, key)) = self.order.pop_front() else {
-                break;
-            };
-            if let Some(events) = self.by_key.remove(&key) {
-                due.extend(events);
-            }
+            due.extend(self.by_key.remove(&key).unwrap_or_default());
         }
         self.len -= due.len();
         due
@@ -354,7 +350,7 @@ impl Hold {
 #[derive(Default)]
 struct DropWarning {
     reported: u64,
-    last: Option<std::time::Instant>,
+    last: Option<Instant>,
 }
 
 /// Least time between two warnings of dropped events.
@@ -362,7 +358,7 @@ const DROP_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 impl DropWarning {
     /// Events dropped since the last warning, when one is due now; `total` is the dropped count so far.
-    fn due(&mut self, now: std::time::Instant, total: u64) -> Option<u64> {
+    fn due(&mut self, now: Instant, total: u64) -> Option<u64> {
         if total <= self.reported
             || self
                 .last
@@ -384,7 +380,7 @@ impl DropWarning {
 /// writer's back (its tenant deleted, pruned) is written again by a later fetch.
 struct ServedCache {
     keys: HashMap<u64, u64, foldhash::fast::RandomState>,
-    since: std::time::Instant,
+    since: Instant,
 }
 
 /// How long [`ServedCache`] trusts what it remembers.
@@ -396,7 +392,7 @@ impl Default for ServedCache {
     fn default() -> Self {
         ServedCache {
             keys: HashMap::default(),
-            since: std::time::Instant::now(),
+            since: Instant::now(),
         }
     }
 }
@@ -415,7 +411,7 @@ impl ServedCache {
     fn mark_known(&mut self, fetches: &mut [NewFetch]) {
         if self.since.elapsed() > SERVED_CACHE_AGE || self.keys.len() > SERVED_CACHE_KEYS {
             self.keys.clear();
-            self.since = std::time::Instant::now();
+            self.since = Instant::now();
         }
         for e in fetches.iter_mut() {
             let (Some(phone), Some(sha), "served") = (&e.phone, &e.sha256, e.outcome) else {
@@ -737,7 +733,7 @@ mod tests {
 
     #[test]
     fn dropped_events_are_reported_at_once_then_at_most_once_a_minute_with_the_count_since() {
-        let t0 = std::time::Instant::now();
+        let t0 = Instant::now();
         let mut w = DropWarning::default();
         assert_eq!(w.due(t0, 0), None, "nothing dropped");
         assert_eq!(w.due(t0, 5), Some(5), "the first drops at once");
