@@ -565,6 +565,45 @@ async fn windowed_5mb_with_blksize_8192() {
     srv.shutdown().await;
 }
 
+/// Whether this process holds CAP_NET_ADMIN (bit 12 of `CapEff` in /proc/self/status).
+fn has_cap_net_admin() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .expect("CapEff in /proc/self/status");
+    u64::from_str_radix(eff.trim(), 16).unwrap() & (1 << 12) != 0
+}
+
+/// A boot storm's first burst must fit in the listening socket: the configured receive buffer is granted
+/// past `net.core.rmem_max` when the process may (CAP_NET_ADMIN, e.g. root, as in CI), and capped there
+/// otherwise; either way the server reports what the kernel granted (twice the size asked) and serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn listening_socket_gets_its_receive_buffer_past_rmem_max_when_allowed() {
+    let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let want = rmem_max + (1 << 20);
+    let mut config = test_config();
+    config.recv_buffer_bytes = want;
+    let server = TftpServer::build(config.clone(), MemSource::new(standard_files()))
+        .await
+        .unwrap();
+    let got = server.recv_buffer_bytes();
+    drop(server);
+    if has_cap_net_admin() {
+        assert_eq!(got, 2 * want, "asked {want}, rmem_max {rmem_max}");
+    } else {
+        assert_eq!(got, 2 * rmem_max, "asked {want} without CAP_NET_ADMIN");
+    }
+    let srv = start_with(config, standard_files()).await;
+    let f = fetch_ok(&srv, "small.bin", "octet", &[("blksize", "1468")]).await;
+    assert!(f.data == file("small.bin"));
+    srv.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn block_sizes_and_exact_multiples() {
     let srv = start(|_| {}).await;

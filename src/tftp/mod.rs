@@ -94,7 +94,8 @@ pub struct TftpConfig {
     pub miss_budget_per_minute: u32,
     /// How long a source that spent its miss budget is ignored. Default 60 s.
     pub cooldown: Duration,
-    /// SO_RCVBUF requested for the listening socket (the kernel may cap it at `rmem_max`). Default 8 MiB.
+    /// Receive buffer requested for each listening socket: `SO_RCVBUFFORCE` with CAP_NET_ADMIN, else
+    /// `SO_RCVBUF`, which the kernel caps at `net.core.rmem_max` (a warning says so). Default 8 MiB.
     pub recv_buffer_bytes: usize,
     /// On shutdown, how long transfers in flight may take to finish before they are aborted. Default 10 s.
     pub shutdown_grace: Duration,

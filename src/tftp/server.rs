@@ -131,6 +131,7 @@ fn bump(a: &AtomicU64) {
 pub struct TftpServer {
     sockets: Vec<std::net::UdpSocket>,
     local_addr: SocketAddr,
+    recv_buffer: usize,
     config: TftpConfig,
     source: Arc<dyn FileSource>,
     stats: Arc<TftpStats>,
@@ -157,15 +158,41 @@ fn listening_socket(addr: SocketAddr, config: &TftpConfig) -> io::Result<std::ne
     if addr.is_ipv6() && addr.ip().is_unspecified() {
         sock.set_only_v6(false)?;
     }
-    if let Err(e) = sock.set_recv_buffer_size(config.recv_buffer_bytes) {
-        tracing::warn!(error = %e, "tftp: cannot set SO_RCVBUF");
+    // SO_RCVBUFFORCE goes past net.core.rmem_max (212992 on a stock kernel: a few hundred requests, fewer
+    // than a boot storm's first burst) when the process has CAP_NET_ADMIN; without it, SO_RCVBUF, which
+    // the kernel caps there ([`TftpServer::build`] warns).
+    let want = libc::c_int::try_from(config.recv_buffer_bytes).unwrap_or(libc::c_int::MAX / 2);
+    if crate::sockopt::set_int(&sock, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, want).is_err() {
+        if let Err(e) = sock.set_recv_buffer_size(config.recv_buffer_bytes) {
+            tracing::warn!(error = %e, "tftp: cannot set SO_RCVBUF");
+        }
     }
     sock.bind(&addr.into())?;
     Ok(sock.into())
 }
 
+/// Warns when the kernel gave the listening sockets less receive buffer than configured: it reports
+/// twice the size it was asked for (half of it is for its own bookkeeping), so `got` below twice `want`
+/// means the request was capped.
+fn check_recv_buffer(got: usize, want: usize) {
+    if got < want.saturating_mul(2) {
+        let rmem_max = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "?".into());
+        tracing::warn!(
+            got = got / 2,
+            configured = want,
+            rmem_max = %rmem_max,
+            "tftp: the listening sockets' receive buffer is smaller than tftp_recv_buffer_bytes: the kernel \
+             caps it at net.core.rmem_max, and a boot storm's first requests can overflow it (each lost \
+             request costs its phone a retransmission timeout); raise it (sysctl -w \
+             net.core.rmem_max={want}) or give dialtone CAP_NET_ADMIN"
+        );
+    }
+}
+
 impl TftpServer {
-    /// Creates and binds one listening socket per worker (SO_REUSEPORT, SO_RCVBUF as configured,
+    /// Creates and binds one listening socket per worker (SO_REUSEPORT, the receive buffer as configured,
     /// dual-stack when the address is `[::]`). Port 0 picks a free port, which every worker then shares.
     pub async fn build(config: TftpConfig, source: Arc<dyn FileSource>) -> io::Result<TftpServer> {
         let workers = match config.workers {
@@ -176,6 +203,8 @@ impl TftpServer {
         };
         let first = listening_socket(config.listen, &config)?;
         let local_addr = first.local_addr()?;
+        let recv_buffer = socket2::SockRef::from(&first).recv_buffer_size()?;
+        check_recv_buffer(recv_buffer, config.recv_buffer_bytes);
         let mut sockets = vec![first];
         for _ in 1..workers {
             sockets.push(listening_socket(local_addr, &config)?);
@@ -183,10 +212,17 @@ impl TftpServer {
         Ok(TftpServer {
             sockets,
             local_addr,
+            recv_buffer,
             config,
             source,
             stats: Arc::new(TftpStats::default()),
         })
+    }
+
+    /// The receive buffer of each listening socket as the kernel reports it (`SO_RCVBUF`: twice the
+    /// size granted).
+    pub fn recv_buffer_bytes(&self) -> usize {
+        self.recv_buffer
     }
 
     /// The address actually bound (with the real port when the configured one was 0).
@@ -208,11 +244,12 @@ impl TftpServer {
         let TftpServer {
             sockets,
             local_addr,
+            recv_buffer,
             config,
             source,
             stats,
         } = self;
-        tracing::info!(%local_addr, workers = sockets.len(), "tftp: listening");
+        tracing::info!(%local_addr, workers = sockets.len(), recv_buffer = recv_buffer / 2, "tftp: listening");
         let shared = Arc::new(Shared {
             local_ip: local_addr.ip(),
             config,
