@@ -1,5 +1,6 @@
 //! Socket options that neither `std` nor `socket2` sets: integers (`TCP_DEFER_ACCEPT`, `SO_NO_CHECK`,
-//! `SO_RCVBUFFORCE`) and the `SO_REUSEPORT` group's steering program. One `setsockopt(2)` call, the crate's only one.
+//! `SO_RCVBUFFORCE`) and the `SO_REUSEPORT` group's steering program. One `setsockopt(2)` call, the
+//! crate's only one.
 
 use std::io;
 use std::os::fd::AsFd;

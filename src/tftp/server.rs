@@ -249,7 +249,12 @@ impl TftpServer {
             source,
             stats,
         } = self;
-        tracing::info!(%local_addr, workers = sockets.len(), recv_buffer = recv_buffer / 2, "tftp: listening");
+        tracing::info!(
+            %local_addr,
+            workers = sockets.len(),
+            recv_buffer = recv_buffer / 2,
+            "tftp: listening"
+        );
         let shared = Arc::new(Shared {
             local_ip: local_addr.ip(),
             config,
